@@ -1,0 +1,180 @@
+//! Command-line surface of `flow`.
+
+use crate::sandbox_cmd::{self, RunOptions};
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+use sandbox::{ProfileName, Waivers};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, about = "Flow runtime: zero-egress flow graphs with local AI")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker in the foreground: spawn, attest and supervise the components.
+    Up(UpArgs),
+    /// Stop a running broker and every component it started.
+    Down,
+    /// Show each component's pid, uptime, restarts and attested sandbox state.
+    Status(JsonFlag),
+    /// Show the capability table: who can talk to whom, with which rights.
+    Caps(JsonFlag),
+    /// Revoke a capability by id (shuts the channel down).
+    Revoke { id: u64 },
+    /// Ping the reasoning worker from the executor over its capability.
+    Ping {
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check what this machine offers the sandbox, and how to fix what is missing.
+    Doctor(JsonFlag),
+    /// Inspect or try the sandbox profiles.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Waive a sandbox layer that another layer covers (only `landlock`).
+    /// Shown in `flow status` and in every audit record while set.
+    #[arg(long = "waive", value_name = "LAYER")]
+    pub waive: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run CMD under a production profile (no broker needed), for your own escape tests.
+    Run {
+        #[arg(long)]
+        profile: String,
+        /// Read/write directory for the executor profile (default: the user's spool).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// Print what was applied (filter hash, landlock rules, namespaces) on stderr.
+        #[arg(long)]
+        report: bool,
+        #[arg(long = "waive", value_name = "LAYER")]
+        waive: Vec<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Print a profile for auditors: syscall allowlist, landlock rules, namespaces, hashes.
+    Show {
+        #[arg(long)]
+        profile: String,
+        /// Include the exec allowance used by `flow sandbox run`.
+        #[arg(long)]
+        exec: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain; names the first bad record.
+    Verify {
+        /// Audit log to verify (default: the user's).
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn parse_profile(s: &str) -> anyhow::Result<ProfileName> {
+    match ProfileName::parse(s) {
+        Some(p) => Ok(p),
+        None => bail!(
+            "unknown profile '{s}': use one of {}",
+            ProfileName::ALL.map(|p| p.as_str()).join(", ")
+        ),
+    }
+}
+
+pub fn parse_waivers(list: &[String]) -> anyhow::Result<Waivers> {
+    let mut w = Waivers::default();
+    for l in list {
+        match l.as_str() {
+            "landlock" => w.landlock = true,
+            other => bail!(
+                "layer '{other}' cannot be waived: only 'landlock' may be (seccomp, no_new_privs and the namespaces are never waivable)"
+            ),
+        }
+    }
+    Ok(w)
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Sandbox(SandboxCommand::Run {
+            profile,
+            spool,
+            report,
+            waive,
+            command,
+        }) => {
+            let profile = parse_profile(&profile)?;
+            let spool = match (profile, spool) {
+                (ProfileName::Executor, None) => {
+                    let paths = crate::paths::Paths::from_env()?;
+                    let s = paths.spool();
+                    crate::paths::ensure_private_dir(&s)?;
+                    Some(s)
+                }
+                (_, s) => s,
+            };
+            let opts = RunOptions {
+                profile,
+                command,
+                spool,
+                waivers: parse_waivers(&waive)?,
+                report,
+            };
+            Ok(sandbox_cmd::run(&opts)?)
+        }
+        Command::Sandbox(SandboxCommand::Show {
+            profile,
+            exec,
+            json,
+        }) => {
+            let profile = parse_profile(&profile)?;
+            let d = sandbox::describe(profile, exec);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", sandbox_cmd::render_description(&d));
+            }
+            Ok(0)
+        }
+        Command::Up(args) => {
+            let waivers = parse_waivers(&args.waive)?;
+            crate::daemon::run(waivers)
+        }
+        Command::Doctor(f) => crate::doctor::run(f.json),
+        Command::Audit(AuditCommand::Verify { path, json }) => crate::client::audit_verify(path, json),
+        Command::Down => crate::client::down(),
+        Command::Status(f) => crate::client::status(f.json),
+        Command::Caps(f) => crate::client::caps(f.json),
+        Command::Revoke { id } => crate::client::revoke(id),
+        Command::Ping { count, size, json } => crate::client::ping(count, size, json),
+    }
+}

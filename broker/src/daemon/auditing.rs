@@ -1,0 +1,253 @@
+//! The broker's side of the audit log: maps broker types to the closed set of
+//! audit events. **Invariant:** nothing here takes free text; an event that
+//! cannot be written is reported on stderr and never blocks the broker.
+
+use super::Shared;
+use audit::{Event, Writer};
+use proto::msg::{CapId, CapKind, Component, Right};
+use sandbox::Waivers;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Auditor {
+    writer: Writer,
+}
+
+pub fn component(c: Component) -> audit::Component {
+    match c {
+        Component::Executor => audit::Component::Executor,
+        Component::ReasoningWorker => audit::Component::ReasoningWorker,
+        Component::EgressGateway => audit::Component::EgressGateway,
+        Component::LlamaServer => audit::Component::LlamaServer,
+    }
+}
+
+fn right(r: Right) -> audit::Right {
+    match r {
+        Right::Ping => audit::Right::Ping,
+        Right::Infer => audit::Right::Infer,
+    }
+}
+
+fn kind(k: CapKind) -> audit::CapKind {
+    match k {
+        CapKind::Reasoning => audit::CapKind::Reasoning,
+    }
+}
+
+fn waivers(w: &Waivers) -> Vec<audit::Waiver> {
+    let mut v = Vec::new();
+    if w.landlock {
+        v.push(audit::Waiver::Landlock);
+    }
+    v
+}
+
+pub fn proto_error_kind(e: &proto::ProtoError) -> audit::ProtoErrorKind {
+    use proto::ProtoError as P;
+    match e {
+        P::FrameTooLarge { .. } | P::TooManyFds { .. } | P::DatagramTruncated { .. } | P::FdsTruncated { .. } => {
+            audit::ProtoErrorKind::TooLarge
+        }
+        P::Truncated { .. } | P::Closed => audit::ProtoErrorKind::Truncated,
+        P::BadMagic { .. } | P::VersionMismatch { .. } | P::WrongService { .. } => {
+            audit::ProtoErrorKind::BadHandshake
+        }
+        _ => audit::ProtoErrorKind::Garbage,
+    }
+}
+
+fn attest_check(e: &sandbox::SandboxError) -> audit::AttestCheck {
+    use audit::AttestCheck as A;
+    let sandbox::SandboxError::Attestation { check, .. } = e else {
+        // The child's /proc entries vanished: it exited during the check.
+        return A::ProcessGone;
+    };
+    let c = check.to_ascii_lowercase();
+    if c.contains("nonewprivs") || c.contains("no_new_privs") {
+        A::NoNewPrivs
+    } else if c.contains("filters") {
+        A::SeccompFilters
+    } else if c.contains("seccomp") {
+        A::Seccomp
+    } else if c.contains("cap") {
+        A::Capabilities
+    } else if c.contains("uid") {
+        A::HostUid
+    } else if c.contains("ns") || c.contains("namespace") {
+        A::Namespace
+    } else if c.contains("fd") {
+        A::Fds
+    } else {
+        A::ProcessGone
+    }
+}
+
+/// Which layer a preflight refusal is about.
+fn missing_layer(e: &sandbox::SandboxError) -> audit::Layer {
+    let layer = match e {
+        sandbox::SandboxError::Preflight { layer, .. } => layer.to_ascii_lowercase(),
+        sandbox::SandboxError::LandlockUnavailable { .. } => "landlock".into(),
+        sandbox::SandboxError::UserNamespace { .. } => "user".into(),
+        _ => String::new(),
+    };
+    if layer.contains("landlock") {
+        audit::Layer::Landlock
+    } else if layer.contains("user") {
+        audit::Layer::UserNamespace
+    } else if layer.contains("net") {
+        audit::Layer::NetNamespace
+    } else if layer.contains("mount") {
+        audit::Layer::MountNamespace
+    } else if layer.contains("new_privs") || layer.contains("nnp") {
+        audit::Layer::NoNewPrivs
+    } else if layer.contains("cap") {
+        audit::Layer::Capabilities
+    } else {
+        audit::Layer::Seccomp
+    }
+}
+
+impl Auditor {
+    pub fn open(path: &Path, w: &Waivers) -> Result<Auditor, audit::AuditError> {
+        let writer = Writer::open(path)?;
+        writer.set_overrides(waivers(w))?;
+        Ok(Auditor { writer })
+    }
+
+    fn write(&self, e: Event) {
+        if let Err(err) = self.writer.append(e) {
+            eprintln!("flow: cannot append to the audit log: {err}");
+        }
+    }
+
+    pub fn broker_started(&self) {
+        self.write(Event::BrokerStarted {
+            pid: std::process::id(),
+            uid: rustix::process::geteuid().as_raw(),
+        });
+    }
+    pub fn broker_stopped(&self) {
+        self.write(Event::BrokerStopped {
+            pid: std::process::id(),
+        });
+    }
+    pub fn override_in_force(&self, w: &Waivers) {
+        self.write(Event::OverrideInForce { layers: waivers(w) });
+    }
+    pub fn refused_layer(&self, e: &sandbox::SandboxError) {
+        let layer = missing_layer(e);
+        self.write(Event::Refused {
+            what: audit::RefusalReason::SandboxLayerMissing { layer },
+        });
+    }
+    pub fn refused_peer(&self, uid: u32) {
+        self.write(Event::Refused {
+            what: audit::RefusalReason::PeerUidMismatch { peer_uid: uid },
+        });
+    }
+    pub fn spawned(&self, c: Component, pid: i32) {
+        self.write(Event::ComponentSpawned {
+            component: component(c),
+            pid: pid as u32,
+        });
+    }
+    pub fn attested(&self, c: Component, pid: i32, filter_sha256: &str) {
+        let digest = audit::Digest::from_hex(filter_sha256.as_bytes()).unwrap_or(audit::Digest::GENESIS);
+        self.write(Event::Attested {
+            component: component(c),
+            pid: pid as u32,
+            filter_sha256: digest,
+        });
+    }
+    pub fn attestation_failed(&self, c: Component, pid: i32, e: &sandbox::SandboxError) {
+        self.write(Event::AttestationFailed {
+            component: component(c),
+            pid: pid as u32,
+            check: attest_check(e),
+        });
+    }
+    pub fn granted(&self, id: CapId, k: CapKind, client: Component, server: Component, rights: &[Right]) {
+        self.write(Event::CapabilityGranted {
+            cap_id: id.0,
+            kind: kind(k),
+            client: component(client),
+            server: component(server),
+            rights: rights.iter().copied().map(right).collect(),
+        });
+    }
+    pub fn revoked(&self, id: CapId) {
+        self.write(Event::CapabilityRevoked { cap_id: id.0 });
+    }
+    pub fn crashed(&self, c: Component, pid: i32, exit_code: Option<i32>, signal: Option<i32>) {
+        self.write(Event::ComponentCrashed {
+            component: component(c),
+            pid: pid as u32,
+            exit_code,
+            signal,
+        });
+    }
+    pub fn restarted(&self, c: Component, attempt: u32, backoff: Duration) {
+        self.write(Event::ComponentRestarted {
+            component: component(c),
+            attempt,
+            backoff_ms: backoff.as_millis() as u64,
+        });
+    }
+    pub fn circuit_opened(&self, c: Component) {
+        self.write(Event::CircuitOpened {
+            component: component(c),
+        });
+    }
+    pub fn malformed(&self, c: Component, e: &proto::ProtoError) {
+        self.write(Event::MalformedPeer {
+            peer: audit::Peer::Component(component(c)),
+            error: proto_error_kind(e),
+        });
+    }
+    pub fn malformed_control(&self, e: &proto::ProtoError) {
+        self.write(Event::MalformedPeer {
+            peer: audit::Peer::ControlClient,
+            error: proto_error_kind(e),
+        });
+    }
+}
+
+/// Copy a component's stdout and stderr into `$XDG_STATE_HOME/flow/logs/`
+/// (0600). Components never print prompt text or spool content; these logs
+/// hold their diagnostics only.
+pub fn capture_output(shared: &Arc<Shared>, c: Component, stdout: OwnedFd, stderr: OwnedFd) {
+    let path = shared.paths.logs().join(format!("{}.log", c.as_str()));
+    for fd in [stdout, stderr] {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            use std::os::unix::fs::OpenOptionsExt;
+            let Ok(mut out) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+            else {
+                return;
+            };
+            let mut src = std::fs::File::from(fd);
+            let mut buf = [0u8; 4096];
+            loop {
+                match src.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}

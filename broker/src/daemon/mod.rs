@@ -1,0 +1,318 @@
+//! `flow up`: the broker daemon.
+//!
+//! Start-up order: resolve paths, fail closed if a sandbox layer is missing,
+//! open the audit log, (as root) drop every capability the broker does not
+//! need, bind the control socket, start the spawner thread, then supervise
+//! the executor and the reasoning worker. The egress gateway is never
+//! started: no policy can enable it in this version.
+
+mod auditing;
+mod captable;
+mod control;
+mod spawn;
+mod supervise;
+
+pub use auditing::Auditor;
+
+use crate::paths::{ensure_private_dir, Paths};
+use anyhow::Context;
+use proto::msg::{Component, ComponentState, ComponentStatus};
+use sandbox::{ProfileName, Waivers};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::io::unix::AsyncFd;
+
+/// The components this version of the broker runs, in start order.
+pub const COMPONENTS: [Component; 2] = [Component::ReasoningWorker, Component::Executor];
+
+pub fn profile_of(c: Component) -> ProfileName {
+    match c {
+        Component::Executor => ProfileName::Executor,
+        Component::ReasoningWorker => ProfileName::ReasoningWorker,
+        Component::EgressGateway => ProfileName::EgressGateway,
+        Component::LlamaServer => ProfileName::LlamaServer,
+    }
+}
+
+pub fn binary_of(c: Component) -> &'static str {
+    match c {
+        Component::Executor => "flow-executor",
+        Component::ReasoningWorker => "flow-reasoning-worker",
+        Component::EgressGateway => "flow-egress-gateway",
+        Component::LlamaServer => "llama-server",
+    }
+}
+
+/// One supervised component as the broker sees it.
+#[derive(Debug)]
+pub struct CompState {
+    pub state: ComponentState,
+    pub pid: Option<i32>,
+    pub since: Option<Instant>,
+    pub restarts: u32,
+    pub attested: Option<proto::msg::AttestedState>,
+    pub bootstrap: Option<Arc<AsyncFd<OwnedFd>>>,
+}
+
+impl CompState {
+    fn new() -> CompState {
+        CompState {
+            state: ComponentState::Starting,
+            pid: None,
+            since: None,
+            restarts: 0,
+            attested: None,
+            bootstrap: None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub comps: BTreeMap<Component, CompState>,
+    pub caps: captable::CapTable,
+    pub ping_waiter: Option<tokio::sync::oneshot::Sender<proto::msg::ChildMsg>>,
+}
+
+/// Everything the broker's tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    pub started: Instant,
+    pub paths: Paths,
+    pub waivers: Waivers,
+    pub audit: Auditor,
+    pub spawner: spawn::Spawner,
+    /// Directory holding the component binaries (beside `flow`).
+    pub bin_dir: std::path::PathBuf,
+    /// Host uid/gid components switch to when the broker runs as root.
+    pub run_as: (u32, u32),
+    /// `Seccomp_filters` of the broker itself; children must show one more.
+    pub own_seccomp_filters: u32,
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    state: Mutex<State>,
+    /// Serializes `flow ping` requests.
+    pub ping_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep serving with the data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    pub fn status(&self) -> proto::msg::BrokerStatus {
+        let st = self.state();
+        let components = st
+            .comps
+            .iter()
+            .map(|(c, s)| ComponentStatus {
+                component: *c,
+                state: s.state,
+                pid: s.pid.map(|p| p as u32),
+                uptime_secs: s.since.map(|t| t.elapsed().as_secs()),
+                restarts: s.restarts,
+                attested: s.attested.clone(),
+            })
+            .collect();
+        proto::msg::BrokerStatus {
+            broker_pid: std::process::id(),
+            broker_uid: rustix::process::geteuid().as_raw(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            waivers: self.waivers.names().into_iter().map(String::from).collect(),
+            components,
+        }
+    }
+}
+
+fn own_seccomp_filters() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `flow up`. Returns the process exit code.
+pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
+    // Still single-threaded: nothing below may start a thread before the
+    // checks and the capability drop are done.
+    let paths = Paths::from_env()?;
+    ensure_private_dir(&paths.runtime)?;
+    ensure_private_dir(&paths.state)?;
+    ensure_private_dir(&paths.data)?;
+    ensure_private_dir(&paths.logs())?;
+    let audit = Auditor::open(&paths.audit_log(), &waivers)
+        .with_context(|| format!("cannot open the audit log {}", paths.audit_log().display()))?;
+
+    // Fail closed: refuse to start if a profile we need cannot be applied.
+    for c in COMPONENTS {
+        if let Err(e) = sandbox::doctor::preflight(profile_of(c), &waivers) {
+            audit.refused_layer(&e);
+            eprintln!("flow up: refusing to start: the {} sandbox cannot be applied: {e}", c.as_str());
+            return Ok(2);
+        }
+    }
+    if crate::client::broker_running(&paths) {
+        anyhow::bail!(
+            "a broker is already running for this user (socket {}): use 'flow status', or 'flow down' first",
+            paths.control_socket().display()
+        );
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    let run_as = sandbox::profile::DEFAULT_RUN_AS;
+    prepare_spool(&paths, euid, run_as)?;
+    if euid == 0 {
+        drop_root_capabilities().context("cannot drop the broker's capabilities")?;
+    }
+    audit.broker_started();
+    if waivers.any() {
+        audit.override_in_force(&waivers);
+    }
+
+    let bin_dir = std::env::current_exe()
+        .context("cannot locate the flow binary")?
+        .parent()
+        .map(|p| p.to_path_buf())
+        .context("the flow binary has no parent directory")?;
+    // SIGTERM and SIGINT arrive on a signalfd, blocked before any thread
+    // exists so every thread inherits the mask. (tokio's signal driver would
+    // need a socketpair in every component, which their seccomp denies, and
+    // cargo unifies features across the workspace.)
+    let signals = termination_signalfd().context("cannot set up signal handling")?;
+    let spawner = spawn::Spawner::start().context("cannot start the spawner thread")?;
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    let mut state = State::default();
+    for c in COMPONENTS {
+        state.comps.insert(c, CompState::new());
+    }
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        paths,
+        waivers,
+        audit,
+        spawner,
+        bin_dir,
+        run_as,
+        own_seccomp_filters: own_seccomp_filters(),
+        stopping,
+        state: Mutex::new(state),
+        ping_lock: tokio::sync::Mutex::new(()),
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("flow-broker")
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = rt.block_on(serve(shared.clone(), signals))?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(code)
+}
+
+async fn serve(shared: Arc<Shared>, signals: OwnedFd) -> anyhow::Result<i32> {
+    let listener = control::bind(&shared.paths)?;
+    let _ = std::fs::write(shared.paths.pid_file(), format!("{}\n", std::process::id()));
+    eprintln!(
+        "flow: broker {} up; control socket {}",
+        std::process::id(),
+        shared.paths.control_socket().display()
+    );
+    let mut tasks = Vec::new();
+    for c in COMPONENTS {
+        tasks.push(tokio::spawn(supervise::supervise(shared.clone(), c)));
+    }
+    let ctl = tokio::spawn(control::serve(shared.clone(), listener));
+    let signals = proto::bootstrap::async_fd_readable(signals)?;
+    let mut stop_rx = shared.stopping.subscribe();
+    tokio::select! {
+        _ = signals.readable() => {}
+        _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => {}
+    }
+    let _ = shared.stopping.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
+    ctl.abort();
+    let _ = std::fs::remove_file(shared.paths.control_socket());
+    let _ = std::fs::remove_file(shared.paths.pid_file());
+    shared.audit.broker_stopped();
+    eprintln!("flow: broker stopped");
+    Ok(0)
+}
+
+/// The spool is the executor's only writable place. When the broker runs as
+/// root the executor runs as `run_as`, so the spool belongs to that uid.
+fn prepare_spool(paths: &Paths, euid: u32, run_as: (u32, u32)) -> anyhow::Result<()> {
+    let spool = paths.spool();
+    if euid == 0 {
+        std::fs::create_dir_all(&spool)
+            .with_context(|| format!("cannot create {}", spool.display()))?;
+        std::os::unix::fs::chown(&spool, Some(run_as.0), Some(run_as.1))
+            .with_context(|| format!("cannot chown {} to {}:{}", spool.display(), run_as.0, run_as.1))?;
+        std::fs::set_permissions(&spool, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    } else {
+        ensure_private_dir(&spool)?;
+    }
+    Ok(())
+}
+
+/// Capabilities a root broker keeps: switching children to a non-root uid
+/// (SETUID, SETGID), attesting and signalling children that run as another
+/// uid (SYS_PTRACE for `/proc/<pid>/fd`, KILL). Everything else is dropped from
+/// every set, including LINUX_IMMUTABLE, so not even the broker can lift the
+/// audit log's append-only flag.
+pub const ROOT_KEEP: [caps::Capability; 4] = [
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SYS_PTRACE,
+    caps::Capability::CAP_KILL,
+];
+
+fn drop_root_capabilities() -> Result<(), caps::errors::CapsError> {
+    use caps::{CapSet, Capability};
+    let keep: caps::CapsHashSet = ROOT_KEEP.into_iter().collect();
+    for cap in caps::all() {
+        if !keep.contains(&cap) && cap != Capability::CAP_SETPCAP {
+            caps::drop(None, CapSet::Bounding, cap)?;
+        }
+    }
+    // SETPCAP last: it is what allows dropping from the bounding set.
+    caps::drop(None, CapSet::Bounding, Capability::CAP_SETPCAP)?;
+    caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new())?;
+    caps::clear(None, CapSet::Ambient)?;
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    Ok(())
+}
+
+/// Block SIGTERM and SIGINT and return a signalfd that reports them.
+fn termination_signalfd() -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset operations on a local, zero-initialised set; the mask
+    // change affects this (still single) thread and is inherited by threads
+    // created later. Children get a clean mask from std's spawn.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}

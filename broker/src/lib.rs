@@ -1,0 +1,19 @@
+//! The broker: the one process that holds authority. It spawns and attests the
+//! sandboxed components, mints capabilities (socketpair ends passed with
+//! `SCM_RIGHTS`), keeps their table, revokes them, supervises and audits.
+//! The `flow` CLI lives here too; it talks to a running broker over the
+//! control socket.
+
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod doctor;
+pub mod paths;
+pub mod sandbox_cmd;
+
+/// True when `/proc/self/status` says this process has exactly one thread.
+pub fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.trim() == "Threads:\t1" || l.split_whitespace().collect::<Vec<_>>() == ["Threads:", "1"]))
+        .unwrap_or(false)
+}

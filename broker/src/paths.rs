@@ -1,0 +1,133 @@
+//! Where Flow keeps things: the XDG base directories, and nothing else.
+//!
+//! **Invariant:** the XDG variables (and `HOME`, which their defaults derive
+//! from) are the only environment variables Flow reads.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("cannot locate the {what} directory: {hint}")]
+    Unset { what: &'static str, hint: &'static str },
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is owned by uid {owner}, not by uid {uid}: remove it or fix its owner")]
+    NotOwned { path: PathBuf, owner: u32, uid: u32 },
+    #[error("{path} has mode {mode:o}; it must be 0700: run 'chmod 700 {path}'")]
+    BadMode { path: PathBuf, mode: u32 },
+}
+
+/// The directories of one user's Flow installation.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `$XDG_RUNTIME_DIR/flow`, mode 0700: the control socket.
+    pub runtime: PathBuf,
+    /// `$XDG_STATE_HOME/flow`: audit log, component logs.
+    pub state: PathBuf,
+    /// `$XDG_DATA_HOME/flow`: spool, models.
+    pub data: PathBuf,
+    /// `$XDG_CONFIG_HOME/flow`: settings.
+    pub config: PathBuf,
+}
+
+fn env_abs(name: &str) -> Option<PathBuf> {
+    let v = std::env::var_os(name)?;
+    let p = PathBuf::from(v);
+    // The XDG spec says relative values are invalid and must be ignored.
+    p.is_absolute().then_some(p)
+}
+
+impl Paths {
+    pub fn from_env() -> Result<Paths, PathError> {
+        let uid = rustix::process::getuid().as_raw();
+        let home = env_abs("HOME");
+        let under_home = |rel: &str| home.as_ref().map(|h| h.join(rel));
+        let runtime_base = match env_abs("XDG_RUNTIME_DIR") {
+            Some(p) => p,
+            None => {
+                let run_user = PathBuf::from(format!("/run/user/{uid}"));
+                if run_user.is_dir() {
+                    run_user
+                } else if uid == 0 {
+                    PathBuf::from("/run")
+                } else {
+                    return Err(PathError::Unset {
+                        what: "runtime",
+                        hint: "XDG_RUNTIME_DIR is not set and /run/user/<uid> does not exist: log in through a session that sets it, or export XDG_RUNTIME_DIR to a private directory",
+                    });
+                }
+            }
+        };
+        let missing_home = PathError::Unset {
+            what: "home",
+            hint: "neither HOME nor the XDG_*_HOME variables are set",
+        };
+        let state = env_abs("XDG_STATE_HOME").or_else(|| under_home(".local/state"));
+        let data = env_abs("XDG_DATA_HOME").or_else(|| under_home(".local/share"));
+        let config = env_abs("XDG_CONFIG_HOME").or_else(|| under_home(".config"));
+        match (state, data, config) {
+            (Some(s), Some(d), Some(c)) => Ok(Paths {
+                runtime: runtime_base.join("flow"),
+                state: s.join("flow"),
+                data: d.join("flow"),
+                config: c.join("flow"),
+            }),
+            _ => Err(missing_home),
+        }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime.join("control.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.runtime.join("broker.pid")
+    }
+    pub fn audit_log(&self) -> PathBuf {
+        self.state.join("audit.log")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+    pub fn spool(&self) -> PathBuf {
+        self.data.join("spool")
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.config.join("settings.toml")
+    }
+}
+
+/// Create `dir` (and parents) with mode 0700 and check it is ours and private.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| PathError::Create {
+            path: dir.to_owned(),
+            source,
+        })?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| PathError::Create {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(PathError::NotOwned {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        return Err(PathError::BadMode {
+            path: dir.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}

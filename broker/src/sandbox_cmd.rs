@@ -1,0 +1,284 @@
+//! `flow sandbox run` and `flow sandbox show`: the auditor's door into the
+//! production profiles. `run` needs no broker; it enters the same entry
+//! function as production spawns (`sandbox::enter`) and then makes exactly one
+//! `execve`.
+
+use sandbox::{ProfileName, Spec, Waivers};
+use std::ffi::{CString, OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxCmdError {
+    #[error("'{0}' was not found in PATH: give an absolute path to the program")]
+    NotInPath(String),
+    #[error("cannot use {path} as the command: {source}")]
+    BadCommand {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} contains a NUL byte: arguments must be C strings")]
+    Nul(String),
+    #[error("flow sandbox run must start single-threaded; this is a bug: please report it")]
+    NotSingleThreaded,
+    #[error("cannot {what}: {source}")]
+    Os {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Resolve `cmd` the way a shell would, but before the environment is cleared.
+pub fn resolve_command(cmd: &OsStr) -> Result<PathBuf, SandboxCmdError> {
+    let bytes = cmd.as_bytes();
+    let candidate = if bytes.contains(&b'/') {
+        PathBuf::from(cmd)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+        std::env::split_paths(&path)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+            .ok_or_else(|| SandboxCmdError::NotInPath(cmd.to_string_lossy().into_owned()))?
+    };
+    std::fs::canonicalize(&candidate).map_err(|source| SandboxCmdError::BadCommand {
+        path: candidate,
+        source,
+    })
+}
+
+fn cstring(s: &OsStr) -> Result<CString, SandboxCmdError> {
+    CString::new(s.as_bytes()).map_err(|_| SandboxCmdError::Nul(s.to_string_lossy().into_owned()))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxCmdError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| SandboxCmdError::Os {
+        what: "create a pipe",
+        source: e.into(),
+    })
+}
+
+/// Options of `flow sandbox run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub profile: ProfileName,
+    pub command: Vec<OsString>,
+    /// Read/write directory for the executor profile (its spool).
+    pub spool: Option<PathBuf>,
+    pub waivers: Waivers,
+    /// Print what the child applied (filter hash, landlock rules, namespaces)
+    /// on stderr before the command runs.
+    pub report: bool,
+}
+
+/// Fork; in the child enter the profile and exec the command with an empty
+/// environment; in the parent forward stdout/stderr and return the exit status
+/// (128+N if the command died of signal N).
+pub fn run(opts: &RunOptions) -> Result<i32, SandboxCmdError> {
+    if !crate::single_threaded() {
+        return Err(SandboxCmdError::NotSingleThreaded);
+    }
+    let Some(first) = opts.command.first() else {
+        return Err(SandboxCmdError::NotInPath(String::new()));
+    };
+    let exe = resolve_command(first)?;
+    let exe_c = cstring(exe.as_os_str())?;
+    let mut argv_c = Vec::with_capacity(opts.command.len());
+    for a in &opts.command {
+        argv_c.push(cstring(a)?);
+    }
+    let mut spec = Spec::new(opts.profile);
+    spec.exec = Some(exe.clone());
+    spec.waivers = opts.waivers.clone();
+    if opts.profile == ProfileName::Executor {
+        if let Some(spool) = &opts.spool {
+            spec.write_dirs.push(spool.clone());
+        }
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    let report_fd = rep_w.as_raw_fd();
+    spec.keep_fds.push(report_fd);
+
+    // SAFETY: this process is single-threaded (checked above), so the child
+    // may allocate and run ordinary Rust code before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SandboxCmdError::Os {
+            what: "fork",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        child(
+            &spec,
+            &exe_c,
+            &argv_c,
+            &out_w,
+            &err_w,
+            rep_w,
+            opts.report,
+            &[out_r, err_r, rep_r],
+        );
+    }
+    drop(out_w);
+    drop(err_w);
+    drop(rep_w);
+    let mut report = String::new();
+    let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
+    if opts.report && !report.is_empty() {
+        eprintln!("flow-sandbox-report: {}", report.trim_end());
+    }
+    let t_out = forward(out_r, false);
+    let t_err = forward(err_r, true);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(SandboxCmdError::Os {
+                what: "wait for the sandboxed command",
+                source: e,
+            });
+        }
+    }
+    let _ = t_out.join();
+    let _ = t_err.join();
+    Ok(exit_code(status))
+}
+
+/// Map a wait status to a shell-style exit code.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+fn forward(fd: OwnedFd, to_stderr: bool) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut src = std::fs::File::from(fd);
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let r = if to_stderr {
+                std::io::stderr().write_all(&buf[..n])
+            } else {
+                std::io::stdout().write_all(&buf[..n])
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn child(
+    spec: &Spec,
+    exe: &CString,
+    argv: &[CString],
+    out_w: &OwnedFd,
+    err_w: &OwnedFd,
+    rep_w: OwnedFd,
+    want_report: bool,
+    parent_ends: &[OwnedFd],
+) -> ! {
+    // SAFETY: dup2 onto 1 and 2 of fds we own; clears CLOEXEC on the targets.
+    let ok = unsafe {
+        libc::dup2(out_w.as_raw_fd(), 1) >= 0 && libc::dup2(err_w.as_raw_fd(), 2) >= 0
+    };
+    if !ok {
+        fail("cannot redirect stdout/stderr", &std::io::Error::last_os_error());
+    }
+    for fd in parent_ends {
+        // SAFETY: closing fds this child does not use; they stay open in the parent.
+        unsafe { libc::close(fd.as_raw_fd()) };
+    }
+    let applied = match sandbox::enter(spec) {
+        Ok(a) => a,
+        Err(e) => {
+            let mut stderr = std::io::stderr();
+            let _ = writeln!(stderr, "flow sandbox run: {e}");
+            // SAFETY: _exit never returns; no destructors must run in a forked child.
+            unsafe { libc::_exit(125) }
+        }
+    };
+    let mut rep = std::fs::File::from(rep_w);
+    if want_report {
+        if let Ok(json) = serde_json::to_string(&applied) {
+            let _ = rep.write_all(json.as_bytes());
+        }
+    }
+    drop(rep);
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: exe, argv and envp are NUL-terminated and outlive the call; the
+    // environment is deliberately empty.
+    unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp.as_ptr()) };
+    fail("execve failed", &std::io::Error::last_os_error())
+}
+
+fn fail(what: &str, e: &std::io::Error) -> ! {
+    let _ = writeln!(std::io::stderr(), "flow sandbox run: {what}: {e}");
+    // SAFETY: _exit never returns.
+    unsafe { libc::_exit(126) }
+}
+
+/// Text form of `flow sandbox show`, for auditors reading a terminal.
+pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "profile            {}", d.profile);
+    let _ = writeln!(o, "exec allowance     {}", if d.exec_allowance { "one execve of CMD (flow sandbox run)" } else { "none" });
+    let _ = writeln!(o, "seccomp sha256     {}", d.seccomp.sha256);
+    let _ = writeln!(o, "  production       {}", d.seccomp.base_sha256);
+    let _ = writeln!(o, "  exec allowance   {}", d.seccomp.exec_sha256);
+    let _ = writeln!(o, "namespaces (new)   {}", d.namespaces_fresh.join(", "));
+    let _ = writeln!(o, "namespaces (host)  {}", if d.namespaces_shared.is_empty() { "none".to_string() } else { d.namespaces_shared.join(", ") });
+    let _ = writeln!(o, "filesystem         {}", d.filesystem);
+    let _ = writeln!(o, "capabilities       {}", d.capabilities);
+    let _ = writeln!(o, "no_new_privs       {}", d.no_new_privs);
+    let rl: Vec<String> = d.rlimits.iter().map(|r| format!("{}={}", r.name, r.value)).collect();
+    let _ = writeln!(o, "rlimits            {}", rl.join(" "));
+    let l = &d.landlock;
+    let _ = writeln!(o, "landlock           kernel ABI {}; handled fs: {}", l.host_abi, l.handled_fs);
+    let _ = writeln!(o, "  handled net      {}", if l.handled_net.is_empty() { "none".to_string() } else { l.handled_net.join(", ") });
+    let ports: Vec<String> = l.connect_ports.iter().map(u16::to_string).collect();
+    let _ = writeln!(o, "  tcp connect to   {}", if ports.is_empty() { "no port".to_string() } else { ports.join(", ") });
+    let _ = writeln!(o, "  scopes           {}", l.scopes.join(", "));
+    if l.rules.is_empty() {
+        let _ = writeln!(o, "  rules            none: no path is accessible");
+    }
+    for r in &l.rules {
+        let _ = writeln!(o, "  rule             {} {:?}: {}", r.path, r.grant, r.rights.join(", "));
+    }
+    let s = &d.seccomp;
+    let _ = writeln!(o, "seccomp            default: {}", s.default_action);
+    for p in &s.prologue {
+        let _ = writeln!(o, "  first            {p}");
+    }
+    for a in &s.allowed {
+        if a.allowed_when.is_empty() {
+            let _ = writeln!(o, "  allow {:<22} (nr {})", a.name, a.nr);
+        } else {
+            let _ = writeln!(o, "  allow {:<22} (nr {}) only when {}", a.name, a.nr, a.allowed_when.join(" | "));
+        }
+    }
+    o
+}

@@ -1,0 +1,100 @@
+//! The first lines of every sandboxed Rust component's `main`.
+//!
+//! **Invariant:** [`start`] runs before any thread exists. It enters the
+//! component's sandbox profile (`sandbox::enter`), says hello on the inherited
+//! bootstrap channel and blocks until the broker has attested the process from
+//! the outside. Only then may the caller start its async runtime.
+
+use proto::msg::{CapGrant, Component, SelfReport};
+use sandbox::{ProfileName, Spec, Waivers};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bad arguments: {0}: components are started by the broker ('flow up'), not by hand")]
+    Args(String),
+    #[error("cannot enter the {profile} sandbox: {source}")]
+    Sandbox {
+        profile: ProfileName,
+        source: sandbox::SandboxError,
+    },
+    #[error("bootstrap with the broker failed: {0}")]
+    Bootstrap(#[from] proto::ProtoError),
+}
+
+/// What the broker passes on the command line (the environment is cleared).
+#[derive(Debug, Default)]
+pub struct Args {
+    pub spool: Option<PathBuf>,
+    pub run_as: Option<(u32, u32)>,
+    pub waivers: Waivers,
+}
+
+pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, StartError> {
+    let mut a = Args::default();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| StartError::Args(format!("{arg} needs a value")));
+        match arg.as_str() {
+            "--spool" => a.spool = Some(PathBuf::from(value()?)),
+            "--run-as" => {
+                let v = value()?;
+                let (u, g) = v
+                    .split_once(':')
+                    .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+                    .ok_or_else(|| StartError::Args(format!("--run-as {v}: expected UID:GID")))?;
+                a.run_as = Some((u, g));
+            }
+            "--waive" => match value()?.as_str() {
+                "landlock" => a.waivers.landlock = true,
+                other => return Err(StartError::Args(format!("cannot waive '{other}'"))),
+            },
+            other => return Err(StartError::Args(format!("unknown argument '{other}'"))),
+        }
+    }
+    Ok(a)
+}
+
+/// A component that passed attestation, with its first grants.
+#[derive(Debug)]
+pub struct Started {
+    pub bootstrap: OwnedFd,
+    pub grants: Vec<(CapGrant, OwnedFd)>,
+}
+
+/// Enter the sandbox, bootstrap, wait for attestation.
+pub fn start(component: Component, profile: ProfileName) -> Result<Started, StartError> {
+    let args = parse_args(std::env::args().skip(1))?;
+    let mut spec = Spec::new(profile);
+    spec.keep_fds.push(proto::bootstrap::BOOTSTRAP_FD);
+    if let Some(r) = args.run_as {
+        spec.run_as = r;
+    }
+    spec.waivers = args.waivers.clone();
+    if profile == ProfileName::Executor {
+        let spool = args
+            .spool
+            .ok_or_else(|| StartError::Args("the executor needs --spool".into()))?;
+        spec.write_dirs.push(spool);
+    }
+    let applied =
+        sandbox::enter(&spec).map_err(|source| StartError::Sandbox { profile, source })?;
+    // SAFETY: called once, in a process the broker spawned with the bootstrap
+    // socket at fd 3 (kept by `enter` as declared).
+    let boot = unsafe { proto::bootstrap::ChildBootstrap::from_inherited() };
+    boot.hello(
+        component,
+        SelfReport {
+            profile: profile.as_str().into(),
+            filter_sha256: applied.filter_sha256.clone(),
+            landlock_abi: u32::try_from(applied.landlock.abi).unwrap_or(0),
+            waivers: args.waivers.names().into_iter().map(String::from).collect(),
+        },
+    )?;
+    let (grants, fds) = boot.wait_grant()?;
+    let grants = proto::bootstrap::pair_grants(grants, fds)?;
+    Ok(Started {
+        bootstrap: boot.into_fd(),
+        grants,
+    })
+}

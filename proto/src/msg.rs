@@ -1,0 +1,261 @@
+//! Every message type that crosses a process boundary.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to a type in this module.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// First four bytes of every handshake payload.
+pub const MAGIC: [u8; 4] = *b"FLOW";
+
+/// Which service a channel speaks; part of the handshake so that a channel
+/// cannot be used for another service by mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceKind {
+    /// Broker <-> sandboxed child, over the inherited SOCK_SEQPACKET channel.
+    Bootstrap,
+    /// Executor (client) -> reasoning worker (server).
+    Reasoning,
+    /// `flow` CLI -> broker control socket.
+    Control,
+}
+
+/// The first frame on every channel, sent by both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    pub magic: [u8; 4],
+    pub version: u16,
+    pub service: ServiceKind,
+}
+
+impl Handshake {
+    pub fn new(service: ServiceKind) -> Handshake {
+        Handshake {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            service,
+        }
+    }
+}
+
+/// The sandboxed components the broker spawns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Component {
+    Executor,
+    ReasoningWorker,
+    EgressGateway,
+    LlamaServer,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Executor => "executor",
+            Component::ReasoningWorker => "reasoning-worker",
+            Component::EgressGateway => "egress-gateway",
+            Component::LlamaServer => "llama-server",
+        }
+    }
+}
+
+/// Broker-assigned capability id, unique for the broker's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CapId(pub u64);
+
+/// What a capability is a channel to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapKind {
+    /// Executor -> reasoning worker: inference requests.
+    Reasoning,
+}
+
+/// Which end of the channel the holder has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapRole {
+    /// Sends requests.
+    Client,
+    /// Serves requests and enforces the rights below.
+    Server,
+}
+
+/// One right on a capability. **Invariant:** rights are told to the serving side
+/// by the broker; a client's messages never carry or widen them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Right {
+    /// Liveness round trip with a payload.
+    Ping,
+    /// Run inference.
+    Infer,
+}
+
+/// A capability as announced to its holder; the fd travels alongside with
+/// `SCM_RIGHTS`, in the same order as the grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapGrant {
+    pub id: CapId,
+    pub kind: CapKind,
+    pub role: CapRole,
+    /// For `Server` grants: what the client on the other end may do.
+    /// For `Client` grants: informational only.
+    pub rights: Vec<Right>,
+}
+
+/// What a child reports about itself after entering its sandbox.
+/// **Informational only:** the broker attests from the outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfReport {
+    pub profile: String,
+    pub filter_sha256: String,
+    pub landlock_abi: u32,
+    pub waivers: Vec<String>,
+}
+
+/// Child -> broker on the bootstrap channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChildMsg {
+    /// Sent once, right after entering the sandbox; the broker attests on receipt.
+    Hello {
+        component: Component,
+        report: SelfReport,
+    },
+    /// Capabilities received and serving.
+    Ready,
+    /// Answer to [`BrokerMsg::Ping`]: `count` round trips over the reasoning
+    /// capability took `total_nanos`, measured inside the executor.
+    Pinged { count: u32, total_nanos: u64 },
+    /// [`BrokerMsg::Ping`] could not be served.
+    PingFailed(ServiceError),
+    /// The peer on this capability sent a malformed frame; this side closed
+    /// the channel. The broker audits it and revokes the capability.
+    MalformedPeer { cap: CapId },
+}
+
+/// Broker -> child on the bootstrap channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BrokerMsg {
+    /// Attestation passed; these capabilities follow as fds in the same message.
+    Grant(Vec<CapGrant>),
+    /// The broker revoked (shut down) this capability.
+    Revoke(CapId),
+    /// Executor only: ping the reasoning worker `count` times over the
+    /// reasoning capability with `payload` and report the time taken.
+    Ping { count: u32, payload: Vec<u8> },
+    /// Exit cleanly.
+    Shutdown,
+}
+
+/// Requests on a `Reasoning` capability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReasoningRequest {
+    Ping { id: u64, payload: Vec<u8> },
+}
+
+/// Responses on a `Reasoning` capability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReasoningResponse {
+    Pong { id: u64, payload: Vec<u8> },
+    Error { id: u64, error: ServiceError },
+}
+
+/// Typed service errors; no free text crosses the boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceError {
+    /// The capability does not carry this right.
+    NotPermitted(Right),
+    /// The request was malformed or out of range.
+    BadRequest,
+    /// The service behind the capability is not available.
+    Unavailable,
+}
+
+/// `flow` CLI -> broker on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    Status,
+    Caps,
+    Revoke(CapId),
+    /// Ask the executor to ping the reasoning worker over its capability
+    /// `count` times with `payload`; used by `flow ping` and the benchmark.
+    Ping { count: u32, payload: Vec<u8> },
+    Down,
+}
+
+/// Broker -> `flow` CLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Status(BrokerStatus),
+    Caps(Vec<CapRow>),
+    Pinged { count: u32, total_nanos: u64 },
+    Ok,
+    Error(ControlError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlError {
+    UnknownCapability(CapId),
+    ComponentUnavailable(Component),
+    Refused,
+}
+
+/// One row of `flow caps`: who can talk to whom, with which rights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapRow {
+    pub id: CapId,
+    pub kind: CapKind,
+    pub client: Component,
+    pub server: Component,
+    pub rights: Vec<Right>,
+    /// Seconds since the Unix epoch, UTC.
+    pub granted_at: u64,
+    pub revoked: bool,
+}
+
+/// `flow status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerStatus {
+    pub broker_pid: u32,
+    pub broker_uid: u32,
+    pub uptime_secs: u64,
+    /// Sandbox layers waived by an override; empty normally.
+    pub waivers: Vec<String>,
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    pub component: Component,
+    pub state: ComponentState,
+    pub pid: Option<u32>,
+    pub uptime_secs: Option<u64>,
+    pub restarts: u32,
+    pub attested: Option<AttestedState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComponentState {
+    Starting,
+    Running,
+    /// Waiting for the restart backoff to elapse.
+    Backoff,
+    /// Too many crashes in a short time: not restarted until `flow up` again.
+    CircuitOpen,
+}
+
+/// What the broker observed from the outside at attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestedState {
+    pub profile: String,
+    pub filter_sha256: String,
+    pub no_new_privs: bool,
+    pub seccomp_mode: u32,
+    pub seccomp_filters: u32,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub host_uid: u32,
+    pub namespaces: Vec<(String, u64)>,
+    pub fds: Vec<i32>,
+    pub threads: u32,
+}
