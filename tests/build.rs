@@ -16,11 +16,15 @@ fn compile(cc: &str, out: &Path, src: &str, extra: &[&str]) -> Result<(), String
         .arg(out)
         .arg(src)
         .status()
-        .map_err(|e| format!("cannot run the C compiler {cc:?}: {e} (install gcc/libc6-dev or set CC)"))?;
+        .map_err(|e| {
+            format!("cannot run the C compiler {cc:?}: {e} (install gcc/libc6-dev or set CC)")
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{cc} failed to build {src} ({status}): a static libc (libc6-dev) is needed"))
+        Err(format!(
+            "{cc} failed to build {src} ({status}): a static libc (libc6-dev) is needed"
+        ))
     }
 }
 
@@ -38,7 +42,13 @@ fn main() {
             &cc,
             &landed,
             "probe/landed.c",
-            &["-nostdlib", "-fno-stack-protector", "-fno-pie", "-no-pie", "-Wl,--build-id=none"],
+            &[
+                "-nostdlib",
+                "-fno-stack-protector",
+                "-fno-pie",
+                "-no-pie",
+                "-Wl,--build-id=none",
+            ],
         )
     });
     if let Err(e) = built {

@@ -43,6 +43,29 @@ pub enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Measurements behind the README's figures (see bench/kernel.sh).
+    #[command(subcommand, hide = true)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Sandboxed spawn to attested, and bwrap --unshare-all, in one run.
+    Spawn {
+        #[arg(long, default_value_t = 200)]
+        count: u32,
+    },
+    /// Raw socketpair ping-pong between two pinned processes.
+    RawPingpong {
+        #[arg(long, default_value_t = 100_000)]
+        count: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        cpu_a: usize,
+        #[arg(long, default_value_t = 1)]
+        cpu_b: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +195,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(f) => crate::doctor::run(f.json),
         Command::Audit(AuditCommand::Verify { path, json }) => crate::client::audit_verify(path, json),
         Command::Down => crate::client::down(),
+        Command::Bench(BenchCommand::Spawn { count }) => crate::bench::spawn(count),
+        Command::Bench(BenchCommand::RawPingpong {
+            count,
+            size,
+            cpu_a,
+            cpu_b,
+        }) => crate::bench::raw_pingpong(count, size, (cpu_a, cpu_b)),
         Command::Status(f) => crate::client::status(f.json),
         Command::Caps(f) => crate::client::caps(f.json),
         Command::Revoke { id } => crate::client::revoke(id),

@@ -4,6 +4,7 @@
 //! The `flow` CLI lives here too; it talks to a running broker over the
 //! control socket.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod daemon;

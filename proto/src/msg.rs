@@ -148,13 +148,94 @@ pub enum BrokerMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReasoningRequest {
     Ping { id: u64, payload: Vec<u8> },
+    /// Run inference; answered by a stream of `Token` frames and one `Done`
+    /// (or one `Error`).
+    Infer {
+        id: u64,
+        input: InferInput,
+        params: InferParams,
+        /// Whole-request deadline in milliseconds (0: the worker's default).
+        timeout_ms: u32,
+    },
+    /// Stop request `id`; it ends with `Error { error: Cancelled }`.
+    Cancel { id: u64 },
+}
+
+/// What to run. Prompt text lives only in these frames, the worker's memory
+/// and llama-server; it is never logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InferInput {
+    /// Raw completion of `prompt` (llama-server `POST /completion`).
+    Completion { prompt: String },
+    /// Chat with the model's template (`POST /v1/chat/completions`).
+    Chat {
+        system: Option<String>,
+        user: String,
+    },
+}
+
+/// Sampling parameters. Fractions are in thousandths so the type stays `Eq`
+/// and hashes exactly: `temperature_milli: 700` is 0.7.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferParams {
+    pub max_tokens: u32,
+    pub temperature_milli: u32,
+    pub top_p_milli: u32,
+    pub top_k: u32,
+    pub seed: Option<u32>,
+    pub stop: Vec<String>,
+    /// Benchmarks only: generate exactly `max_tokens` (llama.cpp `ignore_eos`).
+    pub ignore_eos: bool,
+}
+
+impl Default for InferParams {
+    fn default() -> InferParams {
+        InferParams {
+            max_tokens: 128,
+            temperature_milli: 0,
+            top_p_milli: 1000,
+            top_k: 40,
+            seed: None,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// End of sequence token.
+    Eos,
+    /// `max_tokens` reached.
+    Length,
+    /// A stop string matched.
+    StopString,
 }
 
 /// Responses on a `Reasoning` capability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReasoningResponse {
-    Pong { id: u64, payload: Vec<u8> },
-    Error { id: u64, error: ServiceError },
+    Pong {
+        id: u64,
+        payload: Vec<u8>,
+    },
+    /// One streamed piece of model output.
+    Token {
+        id: u64,
+        text: String,
+    },
+    /// The request finished; metadata only.
+    Done {
+        id: u64,
+        prompt_tokens: u32,
+        generated_tokens: u32,
+        stop: StopReason,
+    },
+    Error {
+        id: u64,
+        error: ServiceError,
+    },
 }
 
 /// Typed service errors; no free text crosses the boundary.
@@ -166,6 +247,14 @@ pub enum ServiceError {
     BadRequest,
     /// The service behind the capability is not available.
     Unavailable,
+    /// The request was cancelled by its client.
+    Cancelled,
+    /// The request's deadline passed.
+    TimedOut,
+    /// All slots are busy and the queue is full: retry later.
+    Busy,
+    /// The inference server failed or died mid-request.
+    ModelServerFailed,
 }
 
 /// `flow` CLI -> broker on the control socket.

@@ -130,6 +130,12 @@ async fn serve(grant: CapGrant, fd: OwnedFd) -> Result<(), bool> {
                     }
                 }
             }
+            ReasoningRequest::Infer { id, .. } | ReasoningRequest::Cancel { id } => {
+                ReasoningResponse::Error {
+                    id,
+                    error: ServiceError::Unavailable,
+                }
+            }
         };
         if ch.send(&resp).await.is_err() {
             return Ok(());

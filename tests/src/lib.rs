@@ -217,8 +217,7 @@ pub const ATTACKS: &[Attack] = &[
         .expect([B, B, B, S])
         .note("llama-server may create AF_UNIX sockets"),
     row("socketpair-unix", "socketpair(AF_UNIX, SOCK_STREAM)")
-        .expect([B, B, B, S])
-        .note("\"no socket creation of any family\"; llama-server may create AF_UNIX sockets"),
+        .note("a socket creation too; llama-server's AF_UNIX grant is socket() only"),
     row("socket-netlink", "socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)"),
     row("socket-packet", "socket(AF_PACKET, SOCK_RAW, ETH_P_ALL)").root("CAP_NET_RAW"),
     row("socket-vsock", "socket(AF_VSOCK, SOCK_STREAM)")
@@ -266,6 +265,19 @@ pub const ATTACKS: &[Attack] = &[
         .args(&[Arg::Tcp6Port])
         .evidence(Evidence::TcpAccepted)
         .note("gateway: landlock denies TCP connect to every port"),
+    row(
+        "tcp-fastopen",
+        "sendto(MSG_FASTOPEN) to a TCP listener on 127.0.0.1 outside: a connect without connect()",
+    )
+    .args(&[Arg::TcpPort])
+    .evidence(Evidence::TcpAccepted)
+    .note("net.ipv4.tcp_fastopen client bit (default on); must not bypass landlock's connect rule"),
+    row("tcp-fastopen-sendmsg", "the same through sendmsg(MSG_FASTOPEN)")
+        .args(&[Arg::TcpPort])
+        .evidence(Evidence::TcpAccepted),
+    row("tcp-fastopen-sendmmsg", "the same through sendmmsg(MSG_FASTOPEN)")
+        .args(&[Arg::TcpPort])
+        .evidence(Evidence::TcpAccepted),
     row("tcp-bind", "bind + listen on a free TCP port of 127.0.0.1")
         .args(&[Arg::FreeTcpPort])
         .note("gateway: landlock denies TCP bind to every port"),
@@ -277,6 +289,12 @@ pub const ATTACKS: &[Attack] = &[
     row("read-etc-passwd", "open + read /etc/passwd").errnos(Errnos::Path),
     row("read-proc-self-environ", "open + read /proc/self/environ").errnos(Errnos::Path),
     row("read-proc-1-cmdline", "open + read /proc/1/cmdline").errnos(Errnos::Path),
+    row(
+        "read-inherited-cwd",
+        "open + read ./flow-escape-cwd-secret: a file in the directory `flow` was started in",
+    )
+    .errnos(Errnos::Path)
+    .note("a working directory kept from outside the mount root is a way out of it"),
     row("write-tmp", "create + write DIR/flow-escape-written outside")
         .args(&[Arg::Dir])
         .errnos(Errnos::FsWrite)
@@ -293,7 +311,7 @@ pub const ATTACKS: &[Attack] = &[
     row("environ", "see any environment variable (harness sets one on `flow`)"),
     row(
         "open-by-handle",
-        "open_by_handle_at a secret file outside, via an fd on the visible flow-attack binary",
+        "open_by_handle_at a secret file outside, via an fd on the visible flow-attack binary (or AT_FDCWD)",
     )
     .args(&[Arg::SecretHandle])
     .root("CAP_DAC_READ_SEARCH")

@@ -56,6 +56,7 @@ fn up_status_caps_restart_down() {
     // SIGKILL the worker: it comes back attested, the crash is audited.
     let worker = Env::component_pid(&status, "reasoning-worker");
     let executor = Env::component_pid(&status, "executor");
+    // SAFETY: kill(2) on a pid this test read from `flow status`.
     unsafe { libc::kill(worker, libc::SIGKILL) };
     assert!(wait_dead(worker, Duration::from_secs(5)));
     std::thread::sleep(Duration::from_millis(300));
@@ -123,6 +124,7 @@ fn idle_then_broker_sigkill_leaves_nothing() {
     for c in status2["components"].as_array().unwrap() {
         assert_eq!(c["restarts"], 0, "{c}");
     }
+    // SAFETY: kill(2) on the broker this test spawned.
     unsafe { libc::kill(broker.pid(), libc::SIGKILL) };
     broker.wait_exit(Duration::from_secs(5));
     for p in pids {
@@ -181,10 +183,26 @@ fn production_and_sandbox_run_report_the_same_profile() {
             .unwrap()
             .clone();
         let show = env.flow_json(&["sandbox", "show", "--profile", profile, "--json"]);
-        assert_eq!(c["attested"]["filter_sha256"], show["filter_sha256"], "{profile}");
+        let base = show["seccomp"]["base_sha256"].clone();
+        assert_eq!(show["seccomp"]["sha256"], base);
+        assert_eq!(c["attested"]["filter_sha256"], base, "{profile}");
 
         let show_exec = env.flow_json(&["sandbox", "show", "--profile", profile, "--exec", "--json"]);
-        assert_eq!(show_exec["filter_sha256"], show["filter_sha256"]);
+        assert_eq!(show_exec["seccomp"]["base_sha256"], base);
+        // Same landlock rules and namespaces, apart from the exec allowance.
+        assert_eq!(show_exec["namespaces_fresh"], show["namespaces_fresh"]);
+        let rules = |v: &serde_json::Value| v["landlock"]["rules"].as_array().unwrap().clone();
+        let (base_rules, exec_rules) = (rules(&show), rules(&show_exec));
+        for r in &base_rules {
+            assert!(exec_rules.contains(r), "{profile}: {r} missing under the exec allowance");
+        }
+        for r in exec_rules.iter().filter(|r| !base_rules.contains(r)) {
+            let path = r["path"].as_str().unwrap().to_ascii_lowercase();
+            assert!(
+                path.contains("exec") || path.contains("interpreter") || path.contains("librar"),
+                "{profile}: extra rule {r} is not part of the exec allowance"
+            );
+        }
         let out = env
             .cmd(&bin("flow"))
             .args(["sandbox", "run", "--report", "--profile", profile, "--", "/bin/true"])
@@ -197,10 +215,10 @@ fn production_and_sandbox_run_report_the_same_profile() {
             .find_map(|l| l.strip_prefix("flow-sandbox-report: "))
             .unwrap();
         let applied: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(applied["filter_sha256"], show["filter_sha256"], "{profile}");
-        assert_eq!(applied["exec_filter_sha256"], show_exec["exec_filter_sha256"], "{profile}");
+        assert_eq!(applied["filter_sha256"], base, "{profile}");
+        assert_eq!(applied["exec_filter_sha256"], show_exec["seccomp"]["exec_sha256"], "{profile}");
         assert_ne!(applied["exec_filter_sha256"], applied["filter_sha256"]);
-        assert_eq!(applied["namespaces"], show["namespaces"], "{profile}");
+        assert_eq!(applied["namespaces"], show["namespaces_fresh"], "{profile}");
     }
     drop(broker);
 }

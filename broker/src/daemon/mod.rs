@@ -9,8 +9,8 @@
 mod auditing;
 mod captable;
 mod control;
-mod spawn;
-mod supervise;
+pub mod spawn;
+pub mod supervise;
 
 pub use auditing::Auditor;
 

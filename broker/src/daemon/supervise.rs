@@ -36,9 +36,10 @@ pub enum StartError {
     },
     #[error("{component} did not say hello within {secs} s: it failed to enter its sandbox; see its log")]
     HelloTimeout { component: &'static str, secs: u64 },
-    #[error("{component} failed attestation: {source}")]
+    #[error("{component} (pid {pid}) failed attestation and was killed: {source}")]
     Attestation {
         component: &'static str,
+        pid: i32,
         source: sandbox::SandboxError,
     },
 }
@@ -135,20 +136,38 @@ fn component_args(shared: &Shared, c: Component) -> Vec<OsString> {
     args
 }
 
-async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError> {
+/// A child that entered its sandbox, said hello and passed attestation. It is
+/// blocked waiting for the broker's first grant.
+#[derive(Debug)]
+pub struct Attested {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub boot: Arc<AsyncFd<OwnedFd>>,
+    pub report: sandbox::AttestReport,
+}
+
+/// The production start path up to attestation: spawn through the spawner
+/// thread, wait (bounded) for the handshake and hello, attest from the
+/// outside. On failure the child is killed. Used by the supervisor and by
+/// `flow bench spawn`, so the benchmark measures exactly this.
+pub async fn spawn_attested(
+    spawner: &super::spawn::Spawner,
+    program: std::path::PathBuf,
+    args: Vec<OsString>,
+    c: Component,
+    own_seccomp_filters: u32,
+    on_spawn: impl FnOnce(i32, OwnedFd, OwnedFd),
+) -> Result<Attested, StartError> {
     let name = c.as_str();
-    let program = shared.bin_dir.join(binary_of(c));
-    let spawned = shared
-        .spawner
-        .spawn(program, component_args(shared, c))
+    let spawned = spawner
+        .spawn(program, args)
         .await
         .map_err(|source| StartError::Spawn {
             component: name,
             source,
         })?;
     let pid = spawned.pid;
-    shared.audit.spawned(c, pid);
-    super::auditing::capture_output(shared, c, spawned.stdout, spawned.stderr);
+    on_spawn(pid, spawned.stdout, spawned.stderr);
     let kill = |pidfd: &OwnedFd| {
         let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
     };
@@ -174,11 +193,10 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
         Ok::<ChildMsg, proto::ProtoError>(msg)
     })
     .await;
-    let report = match hello {
-        Ok(Ok(ChildMsg::Hello { component, report })) if component == c => report,
+    match hello {
+        Ok(Ok(ChildMsg::Hello { component, .. })) if component == c => {}
         Ok(Ok(_)) => {
             kill(&pidfd);
-            shared.audit.malformed(c, &proto::ProtoError::EmptyFrame);
             return Err(StartError::Bootstrap {
                 component: name,
                 source: proto::ProtoError::Decode {
@@ -190,9 +208,6 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
         }
         Ok(Err(e)) => {
             kill(&pidfd);
-            if !matches!(e, proto::ProtoError::Closed) {
-                shared.audit.malformed(c, &e);
-            }
             return Err(StartError::Bootstrap {
                 component: name,
                 source: e,
@@ -205,24 +220,64 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
                 secs: HELLO_TIMEOUT.as_secs(),
             });
         }
-    };
+    }
     // Attest from the outside. The child is blocked waiting for our answer,
     // so its thread count and fd table are what it declared.
     let expected = sandbox::attest::expected_for(
         profile_of(c),
-        shared.own_seccomp_filters,
+        own_seccomp_filters,
         &[0, 1, 2, proto::bootstrap::BOOTSTRAP_FD],
     );
-    let attested = sandbox::attest(pidfd.as_fd(), pid, &expected);
-    let attested = match attested {
-        Ok(a) => a,
+    match sandbox::attest(pidfd.as_fd(), pid, &expected) {
+        Ok(report) => Ok(Attested {
+            pid,
+            pidfd,
+            boot,
+            report,
+        }),
         Err(source) => {
             kill(&pidfd);
-            shared.audit.attestation_failed(c, pid, &source);
-            return Err(StartError::Attestation {
+            Err(StartError::Attestation {
                 component: name,
+                pid,
                 source,
-            });
+            })
+        }
+    }
+}
+
+async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError> {
+    let name = c.as_str();
+    let attested = spawn_attested(
+        &shared.spawner,
+        shared.bin_dir.join(binary_of(c)),
+        component_args(shared, c),
+        c,
+        shared.own_seccomp_filters,
+        |pid, stdout, stderr| {
+            shared.audit.spawned(c, pid);
+            super::auditing::capture_output(shared, c, stdout, stderr);
+        },
+    )
+    .await;
+    let Attested {
+        pid,
+        pidfd,
+        boot,
+        report: attested,
+    } = match attested {
+        Ok(a) => a,
+        Err(e) => {
+            match &e {
+                StartError::Bootstrap { source, .. } if !matches!(source, proto::ProtoError::Closed) => {
+                    shared.audit.malformed(c, source)
+                }
+                StartError::Attestation { pid, source, .. } => {
+                    shared.audit.attestation_failed(c, *pid, source)
+                }
+                _ => {}
+            }
+            return Err(e);
         }
     };
     let expected_hash = sandbox::describe(profile_of(c), false).seccomp.base_sha256;
@@ -258,12 +313,9 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
             s.bootstrap = Some(boot.clone());
             s.attested = Some(AttestedState {
                 profile: profile_of(c).as_str().to_string(),
-                filter_sha256: if report.filter_sha256 == expected_hash {
-                    expected_hash.clone()
-                } else {
-                    // The child's report is informational; show what we expected.
-                    expected_hash.clone()
-                },
+                // The child's self-report is informational; this is the
+                // filter the broker's own spawn path applies.
+                filter_sha256: expected_hash.clone(),
                 no_new_privs: attested.no_new_privs,
                 seccomp_mode: attested.seccomp_mode,
                 seccomp_filters: attested.seccomp_filters,

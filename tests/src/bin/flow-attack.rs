@@ -211,7 +211,10 @@ fn socketpair_unix() -> Res {
     };
     chk(r.into(), "socketpair")?;
     let (_a, _b) = (owned(fds[0].into()), owned(fds[1].into()));
-    Ok(format!("socketpair() returned fds {} and {}", fds[0], fds[1]))
+    Ok(format!(
+        "socketpair() returned fds {} and {}",
+        fds[0], fds[1]
+    ))
 }
 
 fn unix_bind_path(args: &[String]) -> Res {
@@ -243,13 +246,77 @@ fn tcp_connect(args: &[String], v6: bool) -> Res {
     let port: u16 = num(args, 0, "TCP port of the listener outside")?;
     if v6 {
         let fd = socket(libc::AF_INET6, libc::SOCK_STREAM, 0)?;
-        connect_raw(&fd, &loopback6(port), size_of::<libc::sockaddr_in6>() as u32)?;
+        connect_raw(
+            &fd,
+            &loopback6(port),
+            size_of::<libc::sockaddr_in6>() as u32,
+        )?;
         Ok(format!("connected to [::1]:{port}"))
     } else {
         let fd = socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
         connect_raw(&fd, &loopback4(port), size_of::<libc::sockaddr_in>() as u32)?;
         Ok(format!("connected to 127.0.0.1:{port}"))
     }
+}
+
+/// TCP Fast Open: `sendto(MSG_FASTOPEN)` connects implicitly, without a
+/// `connect` call, so it takes a different kernel path than `connect`.
+/// Which system call carries `MSG_FASTOPEN`.
+#[derive(Clone, Copy)]
+enum SendCall {
+    Sendto,
+    Sendmsg,
+    Sendmmsg,
+}
+
+fn tcp_fastopen(args: &[String], call: SendCall) -> Res {
+    let port: u16 = num(args, 0, "TCP port of the listener outside")?;
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    let mut sa = loopback4(port);
+    let mut msg = *b"flow-escape";
+    let salen = size_of::<libc::sockaddr_in>() as u32;
+    let mut iov = libc::iovec {
+        iov_base: msg.as_mut_ptr().cast(),
+        iov_len: msg.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
+    hdr.msg_namelen = salen;
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    let (r, step) = match call {
+        SendCall::Sendto => {
+            // SAFETY: `msg` and `sa` are valid for the lengths given.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_FASTOPEN,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    salen,
+                )
+            };
+            (n as i64, "sendto(MSG_FASTOPEN)")
+        }
+        SendCall::Sendmsg => {
+            // SAFETY: `hdr` points at live `sa`, `iov` and `msg`.
+            let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &hdr, libc::MSG_FASTOPEN) };
+            (n as i64, "sendmsg(MSG_FASTOPEN)")
+        }
+        SendCall::Sendmmsg => {
+            let mut m = libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            };
+            // SAFETY: one mmsghdr whose msghdr points at live `sa`, `iov`, `msg`.
+            let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), &mut m, 1, libc::MSG_FASTOPEN as _) };
+            (i64::from(n), "sendmmsg(MSG_FASTOPEN)")
+        }
+    };
+    let n = chk(r, step)?;
+    Ok(format!("connected to 127.0.0.1:{port} by {step} ({n})"))
 }
 
 fn tcp_bind(args: &[String]) -> Res {
@@ -377,11 +444,7 @@ fn read_file(path: &str) -> Res {
 fn write_tmp(args: &[String]) -> Res {
     let dir = arg(args, 0, "directory outside")?;
     let path = format!("{dir}/flow-escape-written");
-    let fd = open(
-        &path,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-        0o644,
-    )?;
+    let fd = open(&path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o644)?;
     let msg = b"written from inside\n";
     // SAFETY: `msg` is valid for reads of its length.
     let n = unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
@@ -445,20 +508,28 @@ fn open_by_handle(args: &[String]) -> Res {
             .map_err(|_| Fail::Usage(format!("bad handle hex {hex:?}")))?;
     }
     fh.handle_bytes = (hex.len() / 2) as u32;
-    // O_PATH: the least an attacker needs; landlock does not govern O_PATH.
-    let mount_fd = open(mount_path, libc::O_PATH, 0)?;
+    // The mount fd: the visible binary when we may open it, else the working
+    // directory (AT_FDCWD). Either way the call itself is made: the kernel
+    // checks CAP_DAC_READ_SEARCH before it decodes the handle.
+    let mount_fd = open(mount_path, libc::O_RDONLY, 0).ok();
+    let (anchor, via) = match &mount_fd {
+        Some(fd) => (fd.as_raw_fd(), "an fd on the flow-attack binary"),
+        None => (libc::AT_FDCWD, "AT_FDCWD (the binary could not be opened)"),
+    };
     // SAFETY: `fh` is a valid struct file_handle with `handle_bytes` bytes.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_by_handle_at,
-            mount_fd.as_raw_fd(),
+            anchor,
             &mut fh as *mut FileHandle,
             libc::O_RDONLY | libc::O_CLOEXEC,
         )
     };
-    let fd = owned(chk(fd, "open_by_handle_at")?);
+    let fd = owned(chk(fd, &format!("open_by_handle_at via {via}"))?);
     let n = read_all(&fd, "read the opened handle")?;
-    Ok(format!("opened a file by handle and read {n} bytes"))
+    Ok(format!(
+        "opened a file by handle via {via} and read {n} bytes"
+    ))
 }
 
 // ── processes and exec ──────────────────────────────────────────────────────
@@ -727,7 +798,7 @@ fn setns_pidfd(args: &[String]) -> Res {
 
 fn io_uring_setup() -> Res {
     let mut params = [0u8; 120]; // struct io_uring_params
-    // SAFETY: `params` is a zeroed io_uring_params the kernel fills in.
+                                 // SAFETY: `params` is a zeroed io_uring_params the kernel fills in.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
     let fd = owned(chk(fd, "io_uring_setup")?);
     Ok(format!("io_uring fd {}", fd.as_raw_fd()))
@@ -852,7 +923,7 @@ fn perf_event_open() -> Res {
     attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
     attr[4..8].copy_from_slice(&64u32.to_ne_bytes()); // size
     attr[8..16].copy_from_slice(&1u64.to_ne_bytes()); // PERF_COUNT_SW_TASK_CLOCK
-    // flags: disabled | exclude_kernel | exclude_hv
+                                                      // flags: disabled | exclude_kernel | exclude_hv
     attr[40..48].copy_from_slice(&((1u64 << 0) | (1 << 5) | (1 << 6)).to_ne_bytes());
     // SAFETY: `attr` is a valid perf_event_attr of 64 bytes.
     let fd = unsafe {
@@ -925,17 +996,27 @@ const IMPLS: &[(&str, AttackFn)] = {
         ("socket-inet", |_| socket_only(AF_INET, SOCK_STREAM, 0)),
         ("socket-inet-udp", |_| socket_only(AF_INET, SOCK_DGRAM, 0)),
         ("socket-inet6", |_| socket_only(AF_INET6, SOCK_STREAM, 0)),
-        ("socket-inet-raw", |_| socket_only(AF_INET, SOCK_RAW, libc::IPPROTO_ICMP)),
+        ("socket-inet-raw", |_| {
+            socket_only(AF_INET, SOCK_RAW, libc::IPPROTO_ICMP)
+        }),
         ("socket-unix", |_| socket_only(AF_UNIX, SOCK_STREAM, 0)),
         ("socketpair-unix", |_| socketpair_unix()),
-        ("socket-netlink", |_| socket_only(AF_NETLINK, SOCK_RAW, libc::NETLINK_ROUTE)),
-        ("socket-packet", |_| socket_only(
-            libc::AF_PACKET,
-            SOCK_RAW,
-            c_int::from((libc::ETH_P_ALL as u16).to_be()),
-        )),
-        ("socket-vsock", |_| socket_only(libc::AF_VSOCK, SOCK_STREAM, 0)),
-        ("socket-alg", |_| socket_only(libc::AF_ALG, libc::SOCK_SEQPACKET, 0)),
+        ("socket-netlink", |_| {
+            socket_only(AF_NETLINK, SOCK_RAW, libc::NETLINK_ROUTE)
+        }),
+        ("socket-packet", |_| {
+            socket_only(
+                libc::AF_PACKET,
+                SOCK_RAW,
+                c_int::from((libc::ETH_P_ALL as u16).to_be()),
+            )
+        }),
+        ("socket-vsock", |_| {
+            socket_only(libc::AF_VSOCK, SOCK_STREAM, 0)
+        }),
+        ("socket-alg", |_| {
+            socket_only(libc::AF_ALG, libc::SOCK_SEQPACKET, 0)
+        }),
         ("int80-socket", |_| int80_socket()),
         ("int80-socketcall", |_| int80_socketcall()),
         ("unix-bind-path", |c| unix_bind_path(&c.args)),
@@ -944,11 +1025,23 @@ const IMPLS: &[(&str, AttackFn)] = {
         ("unix-connect-abstract", |c| unix_connect(&c.args, true)),
         ("tcp-connect", |c| tcp_connect(&c.args, false)),
         ("tcp6-connect", |c| tcp_connect(&c.args, true)),
+        ("tcp-fastopen", |c| tcp_fastopen(&c.args, SendCall::Sendto)),
+        ("tcp-fastopen-sendmsg", |c| {
+            tcp_fastopen(&c.args, SendCall::Sendmsg)
+        }),
+        ("tcp-fastopen-sendmmsg", |c| {
+            tcp_fastopen(&c.args, SendCall::Sendmmsg)
+        }),
         ("tcp-bind", |c| tcp_bind(&c.args)),
         ("udp-send", |c| udp_send(&c.args)),
         ("read-etc-passwd", |_| read_file("/etc/passwd")),
-        ("read-proc-self-environ", |_| read_file("/proc/self/environ")),
+        ("read-proc-self-environ", |_| {
+            read_file("/proc/self/environ")
+        }),
         ("read-proc-1-cmdline", |_| read_file("/proc/1/cmdline")),
+        ("read-inherited-cwd", |_| {
+            read_file("flow-escape-cwd-secret")
+        }),
         ("write-tmp", |c| write_tmp(&c.args)),
         ("symlink", |c| symlink(&c.args)),
         ("mknod", |c| mknod(&c.args)),
@@ -972,8 +1065,12 @@ const IMPLS: &[(&str, AttackFn)] = {
         ("io-uring-setup", |_| io_uring_setup()),
         ("keyctl-session", |_| keyctl_session()),
         ("add-key", |_| add_key()),
-        ("unshare-user", |_| unshare(libc::CLONE_NEWUSER, "CLONE_NEWUSER")),
-        ("unshare-net", |_| unshare(libc::CLONE_NEWNET, "CLONE_NEWNET")),
+        ("unshare-user", |_| {
+            unshare(libc::CLONE_NEWUSER, "CLONE_NEWUSER")
+        }),
+        ("unshare-net", |_| {
+            unshare(libc::CLONE_NEWNET, "CLONE_NEWNET")
+        }),
         ("mount-tmpfs", |c| mount_tmpfs(&c.args)),
         ("fsopen-tmpfs", |_| fsopen_tmpfs()),
         ("pivot-root", |c| pivot_root(&c.args)),
@@ -1092,7 +1189,12 @@ fn main() {
         }
         "__landed" => {
             let what = rest.first().map(String::as_str).unwrap_or("?");
-            report(what, Outcome::Succeeded, None, "the new image runs after exec")
+            report(
+                what,
+                Outcome::Succeeded,
+                None,
+                "the new image runs after exec",
+            )
         }
         "__sleeper" => sleeper(rest.first().and_then(|s| s.parse().ok()).unwrap_or(60)),
         _ => {}
@@ -1101,7 +1203,12 @@ fn main() {
         report(&name, Outcome::Error, None, "unknown attack (see --list)")
     };
     let Some((_, attack)) = IMPLS.iter().find(|(n, _)| *n == name) else {
-        report(&name, Outcome::Error, None, "in the table but not implemented")
+        report(
+            &name,
+            Outcome::Error,
+            None,
+            "in the table but not implemented",
+        )
     };
     let call = Call {
         argv0,
