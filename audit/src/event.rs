@@ -10,6 +10,7 @@
 //! on purpose instead of depending on them: the log's schema changes only when this
 //! crate changes, and the broker maps its types to these in one place.
 
+use crate::id::{ModelId, NodeId, RunId, Version};
 use serde::{Deserialize, Serialize};
 
 /// A sandboxed component the broker spawns.
@@ -68,6 +69,8 @@ pub enum Waiver {
 pub enum CapKind {
     /// Executor -> reasoning worker: inference requests.
     Reasoning,
+    /// Reasoning worker -> llama-server: one connection opened by the broker.
+    ModelServer,
 }
 
 /// One right on a capability.
@@ -133,6 +136,54 @@ pub enum ProtoErrorKind {
     BadHandshake,
 }
 
+/// How one AI node of a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AiOutcome {
+    /// The model answered.
+    Ok,
+    /// The node did not run; nothing was sent to a model.
+    Skipped(SkipReason),
+    /// The node ran and failed.
+    Failed(AiFailure),
+}
+
+/// Why an AI node was skipped before it reached a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// The model is not in the store (and could not be fetched).
+    ModelMissing,
+    /// Available memory is below the model's memory floor.
+    BelowMemoryFloor,
+    /// The node's latency budget could not be met.
+    LatencyBudget,
+    /// A sandbox layer the model server needs is unavailable.
+    SandboxUnavailable,
+    /// The model server's restart circuit is open.
+    CircuitOpen,
+    /// A node this one depends on did not finish.
+    UpstreamNotDone,
+}
+
+/// Why an AI node that ran failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AiFailure {
+    /// llama-server failed or returned something unusable.
+    ModelServerFailed,
+    /// The reasoning worker was not there to take the request.
+    WorkerUnavailable,
+    /// The node ran past its deadline.
+    TimedOut,
+    /// The run was cancelled.
+    Cancelled,
+    /// The model server refused the request as busy.
+    Busy,
+    /// Reading or writing the node's spool failed.
+    Spool,
+}
+
 /// One audited event. The set is closed: a log line whose event is not one of
 /// these, or that carries a field not listed here, does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +240,63 @@ pub enum Event {
     MalformedPeer { peer: Peer, error: ProtoErrorKind },
     /// An operator override waives these sandbox layers from now on.
     OverrideInForce { layers: Vec<Waiver> },
+    /// A model file was verified against its catalog entry and stored.
+    ModelImported {
+        id: ModelId,
+        version: Version,
+        digest: Digest,
+    },
+    /// A stored model was re-hashed; `ok` is false when it no longer matches
+    /// `digest`, the digest its catalog entry records.
+    ModelVerified {
+        id: ModelId,
+        version: Version,
+        digest: Digest,
+        ok: bool,
+    },
+    /// A stored model was removed.
+    ModelRemoved {
+        id: ModelId,
+        version: Version,
+        digest: Digest,
+    },
+    /// One AI node of a run finished (or was skipped). Counts and times only:
+    /// never the prompt or the answer.
+    AiNode {
+        run: RunId,
+        node: NodeId,
+        model: ModelId,
+        version: Version,
+        prompt_tokens: u32,
+        generated_tokens: u32,
+        duration_ms: u64,
+        /// Time to the first generated token, when one was generated.
+        first_token_ms: Option<u64>,
+        outcome: AiOutcome,
+    },
+    /// llama-server was started on a verified model file.
+    LlamaServerStarted {
+        pid: u32,
+        model: ModelId,
+        version: Version,
+        digest: Digest,
+    },
+    /// llama-server exited: with `exit_code` if it exited, with `signal` if a
+    /// signal killed it.
+    LlamaServerExited {
+        pid: u32,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// A component's binary hashed to something other than its recorded sha256;
+    /// it was not spawned.
+    BinaryDigestMismatch { component: Component },
+    /// A run of a flow started with `nodes` nodes.
+    RunStarted { run: RunId, nodes: u32 },
+    /// A run finished; `ok` is false when any node failed.
+    RunFinished { run: RunId, ok: bool },
+    /// A run's records (spool) were removed.
+    RunRemoved { run: RunId },
 }
 
 impl Event {
@@ -208,6 +316,16 @@ impl Event {
             Event::Refused { .. } => "refused",
             Event::MalformedPeer { .. } => "malformed-peer",
             Event::OverrideInForce { .. } => "override-in-force",
+            Event::ModelImported { .. } => "model-imported",
+            Event::ModelVerified { .. } => "model-verified",
+            Event::ModelRemoved { .. } => "model-removed",
+            Event::AiNode { .. } => "ai-node",
+            Event::LlamaServerStarted { .. } => "llama-server-started",
+            Event::LlamaServerExited { .. } => "llama-server-exited",
+            Event::BinaryDigestMismatch { .. } => "binary-digest-mismatch",
+            Event::RunStarted { .. } => "run-started",
+            Event::RunFinished { .. } => "run-finished",
+            Event::RunRemoved { .. } => "run-removed",
         }
     }
 
@@ -219,7 +337,11 @@ impl Event {
             | Event::AttestationFailed { component, .. }
             | Event::ComponentCrashed { component, .. }
             | Event::ComponentRestarted { component, .. }
-            | Event::CircuitOpened { component } => Some(*component),
+            | Event::CircuitOpened { component }
+            | Event::BinaryDigestMismatch { component } => Some(*component),
+            Event::LlamaServerStarted { .. } | Event::LlamaServerExited { .. } => {
+                Some(Component::LlamaServer)
+            }
             Event::Refused {
                 what:
                     RefusalReason::NotAttested { component } | RefusalReason::CircuitOpen { component },
@@ -234,7 +356,14 @@ impl Event {
             | Event::CapabilityRevoked { .. }
             | Event::Refused { .. }
             | Event::MalformedPeer { .. }
-            | Event::OverrideInForce { .. } => None,
+            | Event::OverrideInForce { .. }
+            | Event::ModelImported { .. }
+            | Event::ModelVerified { .. }
+            | Event::ModelRemoved { .. }
+            | Event::AiNode { .. }
+            | Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::RunRemoved { .. } => None,
         }
     }
 
@@ -246,14 +375,51 @@ impl Event {
             | Event::ComponentSpawned { pid, .. }
             | Event::Attested { pid, .. }
             | Event::AttestationFailed { pid, .. }
-            | Event::ComponentCrashed { pid, .. } => Some(*pid),
+            | Event::ComponentCrashed { pid, .. }
+            | Event::LlamaServerStarted { pid, .. }
+            | Event::LlamaServerExited { pid, .. } => Some(*pid),
             Event::CapabilityGranted { .. }
             | Event::CapabilityRevoked { .. }
             | Event::ComponentRestarted { .. }
             | Event::CircuitOpened { .. }
             | Event::Refused { .. }
             | Event::MalformedPeer { .. }
-            | Event::OverrideInForce { .. } => None,
+            | Event::OverrideInForce { .. }
+            | Event::ModelImported { .. }
+            | Event::ModelVerified { .. }
+            | Event::ModelRemoved { .. }
+            | Event::AiNode { .. }
+            | Event::BinaryDigestMismatch { .. }
+            | Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::RunRemoved { .. } => None,
+        }
+    }
+
+    /// The model the event is about, if it names one.
+    pub fn model(&self) -> Option<(&ModelId, &Version)> {
+        match self {
+            Event::ModelImported { id, version, .. }
+            | Event::ModelVerified { id, version, .. }
+            | Event::ModelRemoved { id, version, .. }
+            | Event::AiNode {
+                model: id, version, ..
+            }
+            | Event::LlamaServerStarted {
+                model: id, version, ..
+            } => Some((id, version)),
+            _ => None,
+        }
+    }
+
+    /// The run the event is about, if it names one.
+    pub fn run(&self) -> Option<RunId> {
+        match self {
+            Event::AiNode { run, .. }
+            | Event::RunStarted { run, .. }
+            | Event::RunFinished { run, .. }
+            | Event::RunRemoved { run } => Some(*run),
+            _ => None,
         }
     }
 

@@ -19,7 +19,9 @@
 //! and the hash itself.
 //!
 //! **Invariant:** records are a closed set of [`Event`]s with no free-text field:
-//! every field is an enum of this crate, an id, a number or a hex digest. Prompts,
+//! every field is an enum of this crate, an id, a number or a hex digest. Ids
+//! that are strings ([`ModelId`], [`Version`], [`NodeId`]) are newtypes whose
+//! parsing enforces a strict charset, on write and on read. Prompts,
 //! spool content, paths and error messages cannot be written here. This crate
 //! depends on no other Flow crate; the broker maps its types to these.
 //!
@@ -65,15 +67,17 @@
 
 mod error;
 mod event;
+mod id;
 mod record;
 mod verify;
 mod writer;
 
 pub use error::AuditError;
 pub use event::{
-    AttestCheck, CapKind, Component, Digest, Event, Layer, Peer, ProtoErrorKind, RefusalReason,
-    Right, Waiver,
+    AiFailure, AiOutcome, AttestCheck, CapKind, Component, Digest, Event, Layer, Peer,
+    ProtoErrorKind, RefusalReason, Right, SkipReason, Waiver,
 };
+pub use id::{IdError, ModelId, NodeId, RunId, Version, MAX_ID_LEN};
 pub use record::{chain_hash, ChainHead, LineError, Record, Summary, Timestamp, MAX_LINE};
 pub use verify::{head_path, read_records, verify, Failure, FailureKind, HeadCheck, VerifyReport};
 pub use writer::{HeadProtection, Writer};

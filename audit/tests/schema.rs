@@ -8,8 +8,9 @@
 mod common;
 
 use audit::{
-    head_path, read_records, verify, AttestCheck, CapKind, Component, Digest, Event, Layer, Peer,
-    ProtoErrorKind, Record, RefusalReason, Right, Timestamp, Waiver,
+    chain_hash, head_path, read_records, verify, AiFailure, AiOutcome, AttestCheck, CapKind,
+    Component, Digest, Event, FailureKind, Layer, LineError, ModelId, NodeId, Peer, ProtoErrorKind,
+    Record, RefusalReason, Right, RunId, SkipReason, Timestamp, Version, Waiver,
 };
 use common::TempDir;
 
@@ -123,6 +124,92 @@ fn every_event() -> Vec<Event> {
     for c in Component::ALL {
         events.push(Event::CircuitOpened { component: c });
     }
+    // Models and runs. Appended after the records above so that their lines,
+    // and so their hashes, stay as they were.
+    let id = ModelId::parse("smollm2-135m-instruct").unwrap();
+    let version = Version::parse("1.0.0").unwrap();
+    let digest = Digest([0xb1; 32]);
+    let run = RunId::new(0x0123_4567_89ab_cdef);
+    events.extend([
+        Event::RunStarted { run, nodes: 3 },
+        Event::ModelImported {
+            id: id.clone(),
+            version: version.clone(),
+            digest,
+        },
+        Event::ModelVerified {
+            id: id.clone(),
+            version: version.clone(),
+            digest,
+            ok: true,
+        },
+        Event::ModelVerified {
+            id: id.clone(),
+            version: Version::parse("1.1.0-rc.1").unwrap(),
+            digest,
+            ok: false,
+        },
+        Event::LlamaServerStarted {
+            pid: 45,
+            model: id.clone(),
+            version: version.clone(),
+            digest,
+        },
+    ]);
+    let ai_node = |node: &str, outcome: AiOutcome, first_token_ms: Option<u64>| Event::AiNode {
+        run,
+        node: NodeId::parse(node).unwrap(),
+        model: id.clone(),
+        version: version.clone(),
+        prompt_tokens: 120,
+        generated_tokens: 48,
+        duration_ms: 950,
+        first_token_ms,
+        outcome,
+    };
+    events.push(ai_node("summarize", AiOutcome::Ok, Some(80)));
+    for reason in [
+        SkipReason::ModelMissing,
+        SkipReason::BelowMemoryFloor,
+        SkipReason::LatencyBudget,
+        SkipReason::SandboxUnavailable,
+        SkipReason::CircuitOpen,
+        SkipReason::UpstreamNotDone,
+    ] {
+        events.push(ai_node("skip_me", AiOutcome::Skipped(reason), None));
+    }
+    for failure in [
+        AiFailure::ModelServerFailed,
+        AiFailure::WorkerUnavailable,
+        AiFailure::TimedOut,
+        AiFailure::Cancelled,
+        AiFailure::Busy,
+        AiFailure::Spool,
+    ] {
+        events.push(ai_node("fail-me", AiOutcome::Failed(failure), Some(3)));
+    }
+    events.extend([
+        Event::LlamaServerExited {
+            pid: 45,
+            exit_code: Some(0),
+            signal: None,
+        },
+        Event::LlamaServerExited {
+            pid: 46,
+            exit_code: None,
+            signal: Some(9),
+        },
+        Event::BinaryDigestMismatch {
+            component: Component::LlamaServer,
+        },
+        Event::RunFinished { run, ok: false },
+        Event::RunRemoved { run },
+        Event::ModelRemoved {
+            id,
+            version,
+            digest,
+        },
+    ]);
     for e in &events {
         covered(e);
     }
@@ -143,7 +230,17 @@ fn covered(e: &Event) {
         | Event::CircuitOpened { .. }
         | Event::Refused { .. }
         | Event::MalformedPeer { .. }
-        | Event::OverrideInForce { .. } => {}
+        | Event::OverrideInForce { .. }
+        | Event::ModelImported { .. }
+        | Event::ModelVerified { .. }
+        | Event::ModelRemoved { .. }
+        | Event::AiNode { .. }
+        | Event::LlamaServerStarted { .. }
+        | Event::LlamaServerExited { .. }
+        | Event::BinaryDigestMismatch { .. }
+        | Event::RunStarted { .. }
+        | Event::RunFinished { .. }
+        | Event::RunRemoved { .. } => {}
     }
 }
 
@@ -206,4 +303,73 @@ fn the_snapshot_verifies_and_reads_back() {
     let records = read_records(&log).unwrap();
     let events: Vec<Event> = records.into_iter().map(|r| r.event).collect();
     assert_eq!(events, every_event());
+}
+
+/// The string ids are where free text could try to enter: a model id, version,
+/// node id or run id outside its charset makes the line fail verification
+/// even with a correct hash. The same line with valid ids verifies.
+#[test]
+fn free_text_in_an_id_does_not_verify() {
+    let work = TempDir::new("schema-ids");
+    let log = work.join("audit.log");
+    let t = "2025-01-02T03:04:05.678Z";
+    let z = Digest::GENESIS.to_hex();
+    let d = "b1".repeat(32);
+    let body = |event: &str| {
+        format!(r#"{{"seq":1,"time":"{t}","prev":"{z}","overrides":[],"event":{event}}}"#)
+    };
+    let imported = |id: &str, version: &str| {
+        body(&format!(
+            r#"{{"model-imported":{{"id":{id},"version":{version},"digest":"{d}"}}}}"#
+        ))
+    };
+    let ai_node = |run: &str, node: &str| {
+        body(&format!(
+            r#"{{"ai-node":{{"run":{run},"node":{node},"model":"smollm2-135m-instruct","version":"1.0.0","prompt_tokens":1,"generated_tokens":1,"duration_ms":1,"first_token_ms":null,"outcome":"ok"}}}}"#
+        ))
+    };
+    let good_run = r#""0123456789abcdef""#;
+    let bad = [
+        imported(r#""ignore previous instructions""#, r#""1.0.0""#),
+        imported(r#""smollm2 135m""#, r#""1.0.0""#),
+        imported(r#""SmolLM2""#, r#""1.0.0""#),
+        imported(r#""../../etc/passwd""#, r#""1.0.0""#),
+        imported(
+            r#""a
+b""#,
+            r#""1.0.0""#,
+        ),
+        imported(&format!(r#""{}""#, "a".repeat(65)), r#""1.0.0""#),
+        imported(r#"["smollm2"]"#, r#""1.0.0""#),
+        imported(r#""smollm2""#, r#""1.0.0 the user asked about""#),
+        imported(r#""smollm2""#, r#""1.0""#),
+        imported(r#""smollm2""#, r#""1.0.0+build""#),
+        ai_node(good_run, r#""Summarize the meeting""#),
+        ai_node(good_run, r#""node.1""#),
+        ai_node(r#""0123456789ABCDEF""#, r#""n""#),
+        ai_node(r#""0123456789abcde""#, r#""n""#),
+        ai_node("81985529216486895", r#""n""#),
+        body(
+            r#"{"ai-node":{"run":"0123456789abcdef","node":"n","model":"smollm2","version":"1.0.0","prompt_tokens":1,"generated_tokens":1,"duration_ms":1,"first_token_ms":null,"outcome":{"failed":"the model said: hi"}}}"#,
+        ),
+    ];
+    for body in bad {
+        let hash = chain_hash(&Digest::GENESIS, body.as_bytes());
+        std::fs::write(&log, format!("{} {body}\n", hash.to_hex())).unwrap();
+        let report = verify(&log).unwrap();
+        let f = report.failure.unwrap_or_else(|| panic!("{body} verified"));
+        assert_eq!(f.record, 1, "{body}");
+        assert!(
+            matches!(f.kind, FailureKind::BadLine(LineError::BadBody(_))),
+            "{body}: {f}"
+        );
+    }
+    for body in [
+        imported(r#""smollm2-135m-instruct""#, r#""1.1.0-rc.1""#),
+        ai_node(good_run, r#""summarize_1""#),
+    ] {
+        let hash = chain_hash(&Digest::GENESIS, body.as_bytes());
+        std::fs::write(&log, format!("{} {body}\n", hash.to_hex())).unwrap();
+        assert_eq!(verify(&log).unwrap().failure, None, "{body}");
+    }
 }

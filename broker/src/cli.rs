@@ -8,7 +8,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "flow", version, about = "Flow runtime: zero-egress flow graphs with local AI")]
+#[command(
+    name = "flow",
+    version,
+    about = "Flow runtime: zero-egress flow graphs with local AI"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -92,6 +96,12 @@ pub enum SandboxCommand {
         /// Read/write directory for the executor profile (default: the user's spool).
         #[arg(long)]
         spool: Option<PathBuf>,
+        /// Extra file or directory visible read-only (llama-server: the model).
+        #[arg(long = "read", value_name = "PATH")]
+        read: Vec<PathBuf>,
+        /// Extra directory visible read-write (llama-server: its socket directory).
+        #[arg(long = "write-dir", value_name = "DIR")]
+        write_dir: Vec<PathBuf>,
         /// Print what was applied (filter hash, landlock rules, namespaces) on stderr.
         #[arg(long)]
         report: bool,
@@ -151,6 +161,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Sandbox(SandboxCommand::Run {
             profile,
             spool,
+            read,
+            write_dir,
             report,
             waive,
             command,
@@ -165,10 +177,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
                 (_, s) => s,
             };
+            let mut write_dirs: Vec<PathBuf> = spool.into_iter().collect();
+            write_dirs.extend(write_dir);
             let opts = RunOptions {
                 profile,
                 command,
-                spool,
+                read_paths: read,
+                write_dirs,
                 waivers: parse_waivers(&waive)?,
                 report,
             };
@@ -193,7 +208,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             crate::daemon::run(waivers)
         }
         Command::Doctor(f) => crate::doctor::run(f.json),
-        Command::Audit(AuditCommand::Verify { path, json }) => crate::client::audit_verify(path, json),
+        Command::Audit(AuditCommand::Verify { path, json }) => {
+            crate::client::audit_verify(path, json)
+        }
         Command::Down => crate::client::down(),
         Command::Bench(BenchCommand::Spawn { count }) => crate::bench::spawn(count),
         Command::Bench(BenchCommand::RawPingpong {

@@ -47,6 +47,7 @@ fn describe_error(e: &ControlError) -> String {
             c.as_str()
         ),
         ControlError::Refused => "the broker refused the request: see the audit log".into(),
+        ControlError::Failed(why) => why.clone(),
     }
 }
 
@@ -110,7 +111,9 @@ pub fn status(json: bool) -> anyhow::Result<i32> {
             c.component.as_str(),
             format!("{:?}", c.state).to_lowercase(),
             c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            c.uptime_secs.map(|u| format!("{u}s")).unwrap_or_else(|| "-".into()),
+            c.uptime_secs
+                .map(|u| format!("{u}s"))
+                .unwrap_or_else(|| "-".into()),
             c.restarts,
             sandbox
         );

@@ -9,12 +9,18 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod doctor;
+pub mod models;
 pub mod paths;
 pub mod sandbox_cmd;
 
 /// True when `/proc/self/status` says this process has exactly one thread.
 pub fn single_threaded() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.trim() == "Threads:\t1" || l.split_whitespace().collect::<Vec<_>>() == ["Threads:", "1"]))
+        .map(|s| {
+            s.lines().any(|l| {
+                l.trim() == "Threads:\t1"
+                    || l.split_whitespace().collect::<Vec<_>>() == ["Threads:", "1"]
+            })
+        })
         .unwrap_or(false)
 }

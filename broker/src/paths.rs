@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     #[error("cannot locate the {what} directory: {hint}")]
-    Unset { what: &'static str, hint: &'static str },
+    Unset {
+        what: &'static str,
+        hint: &'static str,
+    },
     #[error("cannot create {path}: {source}")]
     Create {
         path: PathBuf,
@@ -17,8 +20,14 @@ pub enum PathError {
     },
     #[error("{path} is owned by uid {owner}, not by uid {uid}: remove it or fix its owner")]
     NotOwned { path: PathBuf, owner: u32, uid: u32 },
-    #[error("{path} has mode {mode:o}; it must be 0700: run 'chmod 700 {path}'")]
+    #[error("{path} has mode {mode:o}; it must be 0700: run 'chmod 700 {path}'", path = path.display())]
     BadMode { path: PathBuf, mode: u32 },
+    #[error("the sandbox uid {uid} cannot reach {path}: {ancestor} is not traversable by it; use data directories outside a private home (a root broker without XDG variables uses /var/lib/flow)", path = path.display(), ancestor = ancestor.display())]
+    NotTraversable {
+        path: PathBuf,
+        ancestor: PathBuf,
+        uid: u32,
+    },
 }
 
 /// The directories of one user's Flow installation.
@@ -44,6 +53,21 @@ fn env_abs(name: &str) -> Option<PathBuf> {
 impl Paths {
     pub fn from_env() -> Result<Paths, PathError> {
         let uid = rustix::process::getuid().as_raw();
+        // Root without XDG variables is a system install: /var/lib/flow and
+        // /run/flow, whose parents the sandbox uid can traverse (/root cannot).
+        if uid == 0
+            && ["XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"]
+                .iter()
+                .all(|v| env_abs(v).is_none())
+        {
+            let runtime = env_abs("XDG_RUNTIME_DIR").unwrap_or_else(|| PathBuf::from("/run"));
+            return Ok(Paths {
+                runtime: runtime.join("flow"),
+                state: PathBuf::from("/var/lib/flow/state"),
+                data: PathBuf::from("/var/lib/flow/data"),
+                config: PathBuf::from("/var/lib/flow/config"),
+            });
+        }
         let home = env_abs("HOME");
         let under_home = |rel: &str| home.as_ref().map(|h| h.join(rel));
         let runtime_base = match env_abs("XDG_RUNTIME_DIR") {
@@ -102,6 +126,26 @@ impl Paths {
 
 /// Create `dir` (and parents) with mode 0700 and check it is ours and private.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
+    ensure_dir_mode(dir, 0o700)
+}
+
+/// Like [`ensure_private_dir`], but traversable (0711) by other uids: used
+/// when the broker runs as root for the directories above what sandboxed
+/// components (running as the non-root sandbox uid) must reach. Listing and
+/// reading stay private.
+pub fn ensure_traversable_dir(dir: &Path) -> Result<(), PathError> {
+    ensure_dir_mode(dir, 0o711)
+}
+
+fn ensure_dir_mode(dir: &Path, want: u32) -> Result<(), PathError> {
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(want)
+        .create(dir);
+    if want != 0o700 {
+        // An existing directory from an earlier run may be 0700.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(want));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -123,11 +167,40 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
         });
     }
     let mode = meta.permissions().mode() & 0o777;
-    if mode != 0o700 {
+    if mode != want {
         return Err(PathError::BadMode {
             path: dir.to_owned(),
             mode,
         });
+    }
+    Ok(())
+}
+
+/// Check that `uid`/`gid` may traverse every ancestor of `path` (the path
+/// itself is owned by or granted to the sandbox uid by the caller).
+pub fn check_traversable(path: &Path, uid: u32, gid: u32) -> Result<(), PathError> {
+    let mut cur = path.parent();
+    while let Some(dir) = cur {
+        let meta = std::fs::metadata(dir).map_err(|source| PathError::Create {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mode = meta.permissions().mode();
+        let ok = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Err(PathError::NotTraversable {
+                path: path.to_owned(),
+                ancestor: dir.to_owned(),
+                uid,
+            });
+        }
+        cur = dir.parent();
     }
     Ok(())
 }

@@ -64,8 +64,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxCmdError> {
 pub struct RunOptions {
     pub profile: ProfileName,
     pub command: Vec<OsString>,
-    /// Read/write directory for the executor profile (its spool).
-    pub spool: Option<PathBuf>,
+    /// Files or directories visible read-only (llama-server: its model).
+    pub read_paths: Vec<PathBuf>,
+    /// Directories visible read-write (the executor's spool, llama-server's
+    /// socket directory).
+    pub write_dirs: Vec<PathBuf>,
     pub waivers: Waivers,
     /// Print what the child applied (filter hash, landlock rules, namespaces)
     /// on stderr before the command runs.
@@ -91,11 +94,8 @@ pub fn run(opts: &RunOptions) -> Result<i32, SandboxCmdError> {
     let mut spec = Spec::new(opts.profile);
     spec.exec = Some(exe.clone());
     spec.waivers = opts.waivers.clone();
-    if opts.profile == ProfileName::Executor {
-        if let Some(spool) = &opts.spool {
-            spec.write_dirs.push(spool.clone());
-        }
-    }
+    spec.read_paths = opts.read_paths.clone();
+    spec.write_dirs = opts.write_dirs.clone();
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
@@ -199,11 +199,13 @@ fn child(
     parent_ends: &[OwnedFd],
 ) -> ! {
     // SAFETY: dup2 onto 1 and 2 of fds we own; clears CLOEXEC on the targets.
-    let ok = unsafe {
-        libc::dup2(out_w.as_raw_fd(), 1) >= 0 && libc::dup2(err_w.as_raw_fd(), 2) >= 0
-    };
+    let ok =
+        unsafe { libc::dup2(out_w.as_raw_fd(), 1) >= 0 && libc::dup2(err_w.as_raw_fd(), 2) >= 0 };
     if !ok {
-        fail("cannot redirect stdout/stderr", &std::io::Error::last_os_error());
+        fail(
+            "cannot redirect stdout/stderr",
+            &std::io::Error::last_os_error(),
+        );
     }
     for fd in parent_ends {
         // SAFETY: closing fds this child does not use; they stay open in the parent.
@@ -245,28 +247,74 @@ pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(o, "profile            {}", d.profile);
-    let _ = writeln!(o, "exec allowance     {}", if d.exec_allowance { "one execve of CMD (flow sandbox run)" } else { "none" });
+    let _ = writeln!(
+        o,
+        "exec allowance     {}",
+        if d.exec_allowance {
+            "one execve of CMD (flow sandbox run)"
+        } else {
+            "none"
+        }
+    );
     let _ = writeln!(o, "seccomp sha256     {}", d.seccomp.sha256);
     let _ = writeln!(o, "  production       {}", d.seccomp.base_sha256);
     let _ = writeln!(o, "  exec allowance   {}", d.seccomp.exec_sha256);
     let _ = writeln!(o, "namespaces (new)   {}", d.namespaces_fresh.join(", "));
-    let _ = writeln!(o, "namespaces (host)  {}", if d.namespaces_shared.is_empty() { "none".to_string() } else { d.namespaces_shared.join(", ") });
+    let _ = writeln!(
+        o,
+        "namespaces (host)  {}",
+        if d.namespaces_shared.is_empty() {
+            "none".to_string()
+        } else {
+            d.namespaces_shared.join(", ")
+        }
+    );
     let _ = writeln!(o, "filesystem         {}", d.filesystem);
     let _ = writeln!(o, "capabilities       {}", d.capabilities);
     let _ = writeln!(o, "no_new_privs       {}", d.no_new_privs);
-    let rl: Vec<String> = d.rlimits.iter().map(|r| format!("{}={}", r.name, r.value)).collect();
+    let rl: Vec<String> = d
+        .rlimits
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.value))
+        .collect();
     let _ = writeln!(o, "rlimits            {}", rl.join(" "));
     let l = &d.landlock;
-    let _ = writeln!(o, "landlock           kernel ABI {}; handled fs: {}", l.host_abi, l.handled_fs);
-    let _ = writeln!(o, "  handled net      {}", if l.handled_net.is_empty() { "none".to_string() } else { l.handled_net.join(", ") });
+    let _ = writeln!(
+        o,
+        "landlock           kernel ABI {}; handled fs: {}",
+        l.host_abi, l.handled_fs
+    );
+    let _ = writeln!(
+        o,
+        "  handled net      {}",
+        if l.handled_net.is_empty() {
+            "none".to_string()
+        } else {
+            l.handled_net.join(", ")
+        }
+    );
     let ports: Vec<String> = l.connect_ports.iter().map(u16::to_string).collect();
-    let _ = writeln!(o, "  tcp connect to   {}", if ports.is_empty() { "no port".to_string() } else { ports.join(", ") });
+    let _ = writeln!(
+        o,
+        "  tcp connect to   {}",
+        if ports.is_empty() {
+            "no port".to_string()
+        } else {
+            ports.join(", ")
+        }
+    );
     let _ = writeln!(o, "  scopes           {}", l.scopes.join(", "));
     if l.rules.is_empty() {
         let _ = writeln!(o, "  rules            none: no path is accessible");
     }
     for r in &l.rules {
-        let _ = writeln!(o, "  rule             {} {:?}: {}", r.path, r.grant, r.rights.join(", "));
+        let _ = writeln!(
+            o,
+            "  rule             {} {:?}: {}",
+            r.path,
+            r.grant,
+            r.rights.join(", ")
+        );
     }
     let s = &d.seccomp;
     let _ = writeln!(o, "seccomp            default: {}", s.default_action);
@@ -277,7 +325,13 @@ pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
         if a.allowed_when.is_empty() {
             let _ = writeln!(o, "  allow {:<22} (nr {})", a.name, a.nr);
         } else {
-            let _ = writeln!(o, "  allow {:<22} (nr {}) only when {}", a.name, a.nr, a.allowed_when.join(" | "));
+            let _ = writeln!(
+                o,
+                "  allow {:<22} (nr {}) only when {}",
+                a.name,
+                a.nr,
+                a.allowed_when.join(" | ")
+            );
         }
     }
     o

@@ -122,6 +122,7 @@ async fn run(started: component::Started) -> i32 {
                     return 3;
                 }
             }
+            BrokerMsg::Run { .. } => {}
             BrokerMsg::Shutdown => return 0,
         }
     }

@@ -20,6 +20,7 @@ pub mod channel;
 pub mod codec;
 pub mod error;
 pub mod fdpass;
+pub mod flow;
 pub mod frame;
 pub mod fuzzing;
 pub mod msg;

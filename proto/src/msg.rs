@@ -67,6 +67,9 @@ pub struct CapId(pub u64);
 pub enum CapKind {
     /// Executor -> reasoning worker: inference requests.
     Reasoning,
+    /// Reasoning worker -> llama-server: one connection the broker opened
+    /// to llama-server's socket. The worker never connects by itself.
+    ModelServer,
 }
 
 /// Which end of the channel the holder has.
@@ -128,6 +131,11 @@ pub enum ChildMsg {
     /// The peer on this capability sent a malformed frame; this side closed
     /// the channel. The broker audits it and revokes the capability.
     MalformedPeer { cap: CapId },
+    /// Executor: progress of a run started with [`BrokerMsg::Run`].
+    RunEvent(crate::flow::RunEvent),
+    /// Reasoning worker: a model-server connection was closed or is not
+    /// reusable; please grant a fresh one.
+    NeedModelConn { closed: CapId },
 }
 
 /// Broker -> child on the bootstrap channel.
@@ -140,6 +148,14 @@ pub enum BrokerMsg {
     /// Executor only: ping the reasoning worker `count` times over the
     /// reasoning capability with `payload` and report the time taken.
     Ping { count: u32, payload: Vec<u8> },
+    /// Executor only: run a validated flow. `plan` has one entry per AI node,
+    /// in node order, with the broker's run/skip decision.
+    Run {
+        run: crate::flow::RunId,
+        flow: crate::flow::Flow,
+        inputs: Vec<(String, String)>,
+        plan: Vec<(String, crate::flow::NodePlan)>,
+    },
     /// Exit cleanly.
     Shutdown,
 }
@@ -267,6 +283,21 @@ pub enum ControlRequest {
     /// `count` times with `payload`; used by `flow ping` and the benchmark.
     Ping { count: u32, payload: Vec<u8> },
     Down,
+    /// Run a validated flow; answered by a stream of `RunEvent`s ending with
+    /// `RunEvent::Finished` (or one `Error`).
+    Run {
+        flow: crate::flow::Flow,
+        inputs: Vec<(String, String)>,
+    },
+    /// Delete a run from the spool.
+    RunRemove(crate::flow::RunId),
+    ModelsList,
+    /// Import a model file; the broker reads it, checks its digest against
+    /// the catalog and stores it.
+    ModelImport { path: String },
+    /// Re-hash stored models (all, or one id).
+    ModelVerify { id: Option<String> },
+    ModelRemove { id: String, version: Option<String> },
 }
 
 /// Broker -> `flow` CLI.
@@ -277,6 +308,20 @@ pub enum ControlResponse {
     Pinged { count: u32, total_nanos: u64 },
     Ok,
     Error(ControlError),
+    RunEvent(crate::flow::RunEvent),
+    Models(Vec<ModelRow>),
+}
+
+/// One stored model, as `flow models list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRow {
+    pub id: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    pub memory_floor_mb: u64,
+    /// Result of the last verification in this request, if one was asked for.
+    pub verified: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +329,9 @@ pub enum ControlError {
     UnknownCapability(CapId),
     ComponentUnavailable(Component),
     Refused,
+    /// A request about models, runs or flows failed; the text says why and
+    /// what to do. It never carries prompt text or spool content.
+    Failed(String),
 }
 
 /// One row of `flow caps`: who can talk to whom, with which rights.

@@ -76,7 +76,7 @@ async fn run(started: component::Started) -> i32 {
                     },
                     // The broker already shut the channel; its task sees EOF.
                     BrokerMsg::Revoke(_) => {}
-                    BrokerMsg::Ping { .. } => {}
+                    BrokerMsg::Ping { .. } | BrokerMsg::Run { .. } => {}
                     BrokerMsg::Shutdown => return 0,
                 }
             }

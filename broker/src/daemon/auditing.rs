@@ -35,6 +35,7 @@ fn right(r: Right) -> audit::Right {
 fn kind(k: CapKind) -> audit::CapKind {
     match k {
         CapKind::Reasoning => audit::CapKind::Reasoning,
+        CapKind::ModelServer => audit::CapKind::ModelServer,
     }
 }
 
@@ -49,9 +50,10 @@ fn waivers(w: &Waivers) -> Vec<audit::Waiver> {
 pub fn proto_error_kind(e: &proto::ProtoError) -> audit::ProtoErrorKind {
     use proto::ProtoError as P;
     match e {
-        P::FrameTooLarge { .. } | P::TooManyFds { .. } | P::DatagramTruncated { .. } | P::FdsTruncated { .. } => {
-            audit::ProtoErrorKind::TooLarge
-        }
+        P::FrameTooLarge { .. }
+        | P::TooManyFds { .. }
+        | P::DatagramTruncated { .. }
+        | P::FdsTruncated { .. } => audit::ProtoErrorKind::TooLarge,
         P::Truncated { .. } | P::Closed => audit::ProtoErrorKind::Truncated,
         P::BadMagic { .. } | P::VersionMismatch { .. } | P::WrongService { .. } => {
             audit::ProtoErrorKind::BadHandshake
@@ -156,7 +158,8 @@ impl Auditor {
         });
     }
     pub fn attested(&self, c: Component, pid: i32, filter_sha256: &str) {
-        let digest = audit::Digest::from_hex(filter_sha256.as_bytes()).unwrap_or(audit::Digest::GENESIS);
+        let digest =
+            audit::Digest::from_hex(filter_sha256.as_bytes()).unwrap_or(audit::Digest::GENESIS);
         self.write(Event::Attested {
             component: component(c),
             pid: pid as u32,
@@ -170,7 +173,14 @@ impl Auditor {
             check: attest_check(e),
         });
     }
-    pub fn granted(&self, id: CapId, k: CapKind, client: Component, server: Component, rights: &[Right]) {
+    pub fn granted(
+        &self,
+        id: CapId,
+        k: CapKind,
+        client: Component,
+        server: Component,
+        rights: &[Right],
+    ) {
         self.write(Event::CapabilityGranted {
             cap_id: id.0,
             kind: kind(k),

@@ -10,7 +10,9 @@ use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use proto::bootstrap::send_async;
 use proto::channel::Channel;
-use proto::msg::{BrokerMsg, ChildMsg, Component, ControlError, ControlRequest, ControlResponse, ServiceKind};
+use proto::msg::{
+    BrokerMsg, ChildMsg, Component, ControlError, ControlRequest, ControlResponse, ServiceKind,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +98,14 @@ async fn answer(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         }
         ControlRequest::Down => ControlResponse::Ok,
         ControlRequest::Ping { count, payload } => ping(shared, count, payload).await,
+        ControlRequest::Run { .. }
+        | ControlRequest::RunRemove(_)
+        | ControlRequest::ModelsList
+        | ControlRequest::ModelImport { .. }
+        | ControlRequest::ModelVerify { .. }
+        | ControlRequest::ModelRemove { .. } => ControlResponse::Error(ControlError::Failed(
+            "this broker version does not serve flows or models".into(),
+        )),
     }
 }
 
@@ -114,13 +124,20 @@ async fn ping(shared: &Arc<Shared>, count: u32, payload: Vec<u8>) -> ControlResp
         st.ping_waiter = Some(tx);
         (boot, rx)
     };
-    if send_async(&boot, &BrokerMsg::Ping { count, payload }, &[]).await.is_err() {
+    if send_async(&boot, &BrokerMsg::Ping { count, payload }, &[])
+        .await
+        .is_err()
+    {
         return ControlResponse::Error(ControlError::ComponentUnavailable(Component::Executor));
     }
     match tokio::time::timeout(Duration::from_secs(120), rx).await {
-        Ok(Ok(ChildMsg::Pinged { count, total_nanos })) => ControlResponse::Pinged { count, total_nanos },
+        Ok(Ok(ChildMsg::Pinged { count, total_nanos })) => {
+            ControlResponse::Pinged { count, total_nanos }
+        }
         Ok(Ok(ChildMsg::PingFailed(_))) | Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
-            ControlResponse::Error(ControlError::ComponentUnavailable(Component::ReasoningWorker))
+            ControlResponse::Error(ControlError::ComponentUnavailable(
+                Component::ReasoningWorker,
+            ))
         }
     }
 }

@@ -146,9 +146,17 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
     // Still single-threaded: nothing below may start a thread before the
     // checks and the capability drop are done.
     let paths = Paths::from_env()?;
-    ensure_private_dir(&paths.runtime)?;
+    let euid = rustix::process::geteuid().as_raw();
+    if euid == 0 {
+        // Sandboxed components run as the sandbox uid and must traverse
+        // into the spool and the llama-server socket directory.
+        crate::paths::ensure_traversable_dir(&paths.runtime)?;
+        crate::paths::ensure_traversable_dir(&paths.data)?;
+    } else {
+        ensure_private_dir(&paths.runtime)?;
+        ensure_private_dir(&paths.data)?;
+    }
     ensure_private_dir(&paths.state)?;
-    ensure_private_dir(&paths.data)?;
     ensure_private_dir(&paths.logs())?;
     let audit = Auditor::open(&paths.audit_log(), &waivers)
         .with_context(|| format!("cannot open the audit log {}", paths.audit_log().display()))?;
@@ -157,7 +165,10 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
     for c in COMPONENTS {
         if let Err(e) = sandbox::doctor::preflight(profile_of(c), &waivers) {
             audit.refused_layer(&e);
-            eprintln!("flow up: refusing to start: the {} sandbox cannot be applied: {e}", c.as_str());
+            eprintln!(
+                "flow up: refusing to start: the {} sandbox cannot be applied: {e}",
+                c.as_str()
+            );
             return Ok(2);
         }
     }
@@ -167,7 +178,6 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
             paths.control_socket().display()
         );
     }
-    let euid = rustix::process::geteuid().as_raw();
     let run_as = sandbox::profile::DEFAULT_RUN_AS;
     prepare_spool(&paths, euid, run_as)?;
     if euid == 0 {
@@ -257,9 +267,16 @@ fn prepare_spool(paths: &Paths, euid: u32, run_as: (u32, u32)) -> anyhow::Result
     if euid == 0 {
         std::fs::create_dir_all(&spool)
             .with_context(|| format!("cannot create {}", spool.display()))?;
-        std::os::unix::fs::chown(&spool, Some(run_as.0), Some(run_as.1))
-            .with_context(|| format!("cannot chown {} to {}:{}", spool.display(), run_as.0, run_as.1))?;
+        std::os::unix::fs::chown(&spool, Some(run_as.0), Some(run_as.1)).with_context(|| {
+            format!(
+                "cannot chown {} to {}:{}",
+                spool.display(),
+                run_as.0,
+                run_as.1
+            )
+        })?;
         std::fs::set_permissions(&spool, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        crate::paths::check_traversable(&spool, run_as.0, run_as.1)?;
     } else {
         ensure_private_dir(&spool)?;
     }

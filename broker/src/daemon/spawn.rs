@@ -73,8 +73,8 @@ impl Spawner {
 }
 
 fn spawn_one(program: &PathBuf, args: &[OsString]) -> std::io::Result<Spawned> {
-    let (parent_end, child_end) = proto::fdpass::seqpacket_pair()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (parent_end, child_end) =
+        proto::fdpass::seqpacket_pair().map_err(|e| std::io::Error::other(e.to_string()))?;
     let child_raw = child_end.as_raw_fd();
     let broker_pid = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
@@ -89,7 +89,14 @@ fn spawn_one(program: &PathBuf, args: &[OsString]) -> std::io::Result<Spawned> {
     // it allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The broker may have died between fork and prctl.

@@ -269,7 +269,9 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
         Ok(a) => a,
         Err(e) => {
             match &e {
-                StartError::Bootstrap { source, .. } if !matches!(source, proto::ProtoError::Closed) => {
+                StartError::Bootstrap { source, .. }
+                    if !matches!(source, proto::ProtoError::Closed) =>
+                {
                     shared.audit.malformed(c, source)
                 }
                 StartError::Attestation { pid, source, .. } => {
@@ -353,8 +355,10 @@ pub async fn grant_reasoning_if_ready(shared: &Arc<Shared>) {
                 .filter(|s| s.state == ComponentState::Running)
                 .and_then(|s| s.bootstrap.clone())
         };
-        let (Some(e), Some(w)) = (ready(Component::Executor), ready(Component::ReasoningWorker))
-        else {
+        let (Some(e), Some(w)) = (
+            ready(Component::Executor),
+            ready(Component::ReasoningWorker),
+        ) else {
             return;
         };
         let id = st.caps.mint_id();
@@ -412,9 +416,13 @@ pub async fn grant_reasoning_if_ready(shared: &Arc<Shared>) {
         shared.audit.revoked(id);
         return;
     }
-    shared
-        .audit
-        .granted(id, CapKind::Reasoning, Component::Executor, Component::ReasoningWorker, &rights);
+    shared.audit.granted(
+        id,
+        CapKind::Reasoning,
+        Component::Executor,
+        Component::ReasoningWorker,
+        &rights,
+    );
 }
 
 /// Watch a running child until it exits; returns how long it ran.
@@ -434,6 +442,7 @@ async fn watch(shared: &Arc<Shared>, c: Component, run: &Running) -> Duration {
                         if let Some(w) = waiter { let _ = w.send(m); }
                     }
                     Ok((ChildMsg::Ready, _)) => {}
+                    Ok((ChildMsg::RunEvent(_), _)) | Ok((ChildMsg::NeedModelConn { .. }, _)) => {}
                     Ok((ChildMsg::MalformedPeer { cap }, _)) => {
                         // The other end of that capability misbehaved: cut it off.
                         let peer = if c == Component::ReasoningWorker { Component::Executor } else { Component::ReasoningWorker };
