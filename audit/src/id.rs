@@ -228,12 +228,7 @@ impl<'de> Deserialize<'de> for RunId {
 /// Ordering is semver precedence; because of the rules above it agrees with
 /// equality (two versions compare equal only when they are the same string).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Version {
-    text: String,
-    major: u64,
-    minor: u64,
-    patch: u64,
-}
+pub struct Version(String);
 
 impl Version {
     const RULE: &'static str = "a version is MAJOR.MINOR.PATCH with an optional -PRE-RELEASE (semver, e.g. 1.0.0 or 1.1.0-rc.1), numbers without leading zeros, at most 64 characters";
@@ -253,9 +248,9 @@ impl Version {
         else {
             return Err(err());
         };
-        let major = numeric(major).ok_or_else(err)?;
-        let minor = numeric(minor).ok_or_else(err)?;
-        let patch = numeric(patch).ok_or_else(err)?;
+        for n in [major, minor, patch] {
+            numeric(n).ok_or_else(err)?;
+        }
         if let Some(pre) = pre {
             let ids_ok = pre.split('.').all(|id| {
                 !id.is_empty()
@@ -266,33 +261,31 @@ impl Version {
                 return Err(err());
             }
         }
-        Ok(Version {
-            text: s.to_owned(),
-            major,
-            minor,
-            patch,
-        })
+        Ok(Version(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0
     }
 
-    pub fn major(&self) -> u64 {
-        self.major
-    }
-
-    pub fn minor(&self) -> u64 {
-        self.minor
-    }
-
-    pub fn patch(&self) -> u64 {
-        self.patch
+    /// `(major, minor, patch)`. Recomputed from the text (which `parse`
+    /// checked), so a `Version` is one string wide.
+    pub fn numbers(&self) -> (u64, u64, u64) {
+        let core = self
+            .0
+            .split_once('-')
+            .map_or(self.0.as_str(), |(core, _)| core);
+        let mut n = core.split('.').map(|n| numeric(n).unwrap_or(0));
+        (
+            n.next().unwrap_or(0),
+            n.next().unwrap_or(0),
+            n.next().unwrap_or(0),
+        )
     }
 
     /// The pre-release part after `-`, if any.
     pub fn pre_release(&self) -> Option<&str> {
-        self.text.split_once('-').map(|(_, pre)| pre)
+        self.0.split_once('-').map(|(_, pre)| pre)
     }
 }
 
@@ -307,15 +300,15 @@ fn numeric(s: &str) -> Option<u64> {
 
 impl Ord for Version {
     fn cmp(&self, other: &Version) -> Ordering {
-        (self.major, self.minor, self.patch)
-            .cmp(&(other.major, other.minor, other.patch))
-            .then_with(|| match (self.pre_release(), other.pre_release()) {
+        self.numbers().cmp(&other.numbers()).then_with(|| {
+            match (self.pre_release(), other.pre_release()) {
                 (None, None) => Ordering::Equal,
                 // A pre-release comes before its release.
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
                 (Some(a), Some(b)) => cmp_pre(a, b),
-            })
+            }
+        })
     }
 }
 
@@ -434,6 +427,8 @@ mod tests {
         ] {
             assert_eq!(Version::parse(ok).unwrap().as_str(), ok);
         }
+        assert_eq!(Version::parse("10.20.30").unwrap().numbers(), (10, 20, 30));
+        assert_eq!(Version::parse("1.2.3-rc.1").unwrap().numbers(), (1, 2, 3));
         let long = format!("1.0.0-{}", "a".repeat(59));
         assert!(Version::parse(&long[..64]).is_ok());
         assert!(Version::parse(&long).is_err());

@@ -305,6 +305,58 @@ fn the_snapshot_verifies_and_reads_back() {
     assert_eq!(events, every_event());
 }
 
+/// `Event::name` is the key the event is written under, and the accessors
+/// used by listings see the new events.
+#[test]
+fn names_and_accessors_match_what_is_written() {
+    for e in every_event() {
+        let json = serde_json::to_value(&e).unwrap();
+        let key = match &json {
+            serde_json::Value::Object(m) => m.keys().next().unwrap().clone(),
+            serde_json::Value::String(s) => s.clone(),
+            other => panic!("{other}"),
+        };
+        assert_eq!(key, e.name());
+    }
+    let run = RunId::new(1);
+    let id = ModelId::parse("m").unwrap();
+    let version = Version::parse("1.0.0").unwrap();
+    let started = Event::LlamaServerStarted {
+        pid: 9,
+        model: id.clone(),
+        version: version.clone(),
+        digest: Digest::GENESIS,
+    };
+    assert_eq!(
+        (
+            started.component(),
+            started.pid(),
+            started.model(),
+            started.run()
+        ),
+        (
+            Some(Component::LlamaServer),
+            Some(9),
+            Some((&id, &version)),
+            None
+        )
+    );
+    let finished = Event::RunFinished { run, ok: true };
+    assert_eq!(
+        (
+            finished.component(),
+            finished.pid(),
+            finished.model(),
+            finished.run()
+        ),
+        (None, None, None, Some(run))
+    );
+    let mismatch = Event::BinaryDigestMismatch {
+        component: Component::LlamaServer,
+    };
+    assert_eq!(mismatch.component(), Some(Component::LlamaServer));
+}
+
 /// The string ids are where free text could try to enter: a model id, version,
 /// node id or run id outside its charset makes the line fail verification
 /// even with a correct hash. The same line with valid ids verifies.

@@ -47,9 +47,57 @@ pub enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a flow file (TOML or JSON): streams AI output, ends with a per-node summary.
+    Run {
+        flow: PathBuf,
+        /// Value for an input node: ID=VALUE (repeatable).
+        #[arg(long = "input", value_name = "ID=VALUE")]
+        input: Vec<String>,
+        /// One JSON document at the end instead of live output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs in the spool.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// The model store.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Measurements behind the README's figures (see bench/kernel.sh).
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs (newest last).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run's summary and output files.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a run.
+    Rm { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Models in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a model file (air-gapped installs); its digest must match the catalog.
+    Import { file: PathBuf },
+    /// Re-hash stored models against the catalog.
+    Verify { id: Option<String> },
+    /// Remove a model: ID or ID@VERSION.
+    Rm { model: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +260,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             crate::client::audit_verify(path, json)
         }
         Command::Down => crate::client::down(),
+        Command::Run { flow, input, json } => crate::run_cmd::run(&flow, &input, json),
+        Command::Runs(RunsCommand::List { json }) => crate::run_cmd::runs_list(json),
+        Command::Runs(RunsCommand::Show { id, json }) => crate::run_cmd::runs_show(&id, json),
+        Command::Runs(RunsCommand::Rm { id }) => crate::run_cmd::runs_rm(&id),
+        Command::Models(ModelsCommand::List { json }) => crate::run_cmd::models_list(json),
+        Command::Models(ModelsCommand::Import { file }) => crate::run_cmd::models_import(&file),
+        Command::Models(ModelsCommand::Verify { id }) => crate::run_cmd::models_verify(id),
+        Command::Models(ModelsCommand::Rm { model }) => crate::run_cmd::models_rm(&model),
         Command::Bench(BenchCommand::Spawn { count }) => crate::bench::spawn(count),
         Command::Bench(BenchCommand::RawPingpong {
             count,

@@ -9,7 +9,7 @@ use proto::channel::SyncChannel;
 use proto::msg::{CapId, ControlError, ControlRequest, ControlResponse, ServiceKind};
 use std::path::PathBuf;
 
-fn connect(paths: &Paths) -> anyhow::Result<SyncChannel<Stream>> {
+pub fn connect(paths: &Paths) -> anyhow::Result<SyncChannel<Stream>> {
     let path = paths.control_socket();
     let name = path.clone().to_fs_name::<GenericFilePath>()?;
     let stream = Stream::connect(name).map_err(|e| {
@@ -26,7 +26,7 @@ pub fn broker_running(paths: &Paths) -> bool {
     connect(paths).is_ok()
 }
 
-fn request(req: ControlRequest) -> anyhow::Result<ControlResponse> {
+pub fn request(req: ControlRequest) -> anyhow::Result<ControlResponse> {
     let paths = Paths::from_env()?;
     let mut ch = connect(&paths)?;
     ch.send(&req)?;
@@ -37,7 +37,7 @@ fn request(req: ControlRequest) -> anyhow::Result<ControlResponse> {
     Ok(resp)
 }
 
-fn describe_error(e: &ControlError) -> String {
+pub fn describe_error(e: &ControlError) -> String {
     match e {
         ControlError::UnknownCapability(id) => {
             format!("no live capability with id {}: see 'flow caps'", id.0)

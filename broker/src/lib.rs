@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod models;
 pub mod paths;
+pub mod run_cmd;
 pub mod sandbox_cmd;
 
 /// True when `/proc/self/status` says this process has exactly one thread.

@@ -60,11 +60,18 @@ pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, StartErr
 pub struct Started {
     pub bootstrap: OwnedFd,
     pub grants: Vec<(CapGrant, OwnedFd)>,
+    /// The arguments the broker passed (spool path, …).
+    pub args: Args,
 }
 
 /// Enter the sandbox, bootstrap, wait for attestation.
 pub fn start(component: Component, profile: ProfileName) -> Result<Started, StartError> {
     let args = parse_args(std::env::args().skip(1))?;
+    let kept_args = Args {
+        spool: args.spool.clone(),
+        run_as: args.run_as,
+        waivers: args.waivers.clone(),
+    };
     let mut spec = Spec::new(profile);
     spec.keep_fds.push(proto::bootstrap::BOOTSTRAP_FD);
     if let Some(r) = args.run_as {
@@ -96,5 +103,6 @@ pub fn start(component: Component, profile: ProfileName) -> Result<Started, Star
     Ok(Started {
         bootstrap: boot.into_fd(),
         grants,
+        args: kept_args,
     })
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -172,8 +172,9 @@ fn check_name(name: &str) -> Result<(), SpoolError> {
     }
 }
 
-/// Creates `dir` (not its parents) 0700, or tightens an existing one to
-/// 0700.
+/// Creates `dir` (not its parents) 0700, or tightens an existing one of
+/// ours to 0700. A directory owned by someone else (a root broker may
+/// prepare the spool for the sandbox uid) is left as its owner made it.
 fn ensure_dir(dir: &Path, follow: bool) -> Result<(), SpoolError> {
     let meta = if follow {
         fs::metadata(dir)
@@ -182,7 +183,8 @@ fn ensure_dir(dir: &Path, follow: bool) -> Result<(), SpoolError> {
     };
     match meta {
         Ok(m) if m.is_dir() => {
-            if m.permissions().mode() & 0o077 != 0 {
+            let ours = m.uid() == rustix::process::geteuid().as_raw();
+            if ours && m.permissions().mode() & 0o077 != 0 {
                 fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
                     .map_err(io_err("restrict to 0700", dir))?;
             }
@@ -225,6 +227,10 @@ impl Spool {
     /// Creates a new run directory. The id is the start time (8 hex digits
     /// of Unix seconds, so ids sort by time) and 8 random hex digits.
     pub fn new_run(&self) -> Result<RunId, SpoolError> {
+        self.new_run_inner()
+    }
+
+    fn new_run_inner(&self) -> Result<RunId, SpoolError> {
         const TRIES: u32 = 16;
         for _ in 0..TRIES {
             let secs = unix_s(SystemTime::now()) as u32;
@@ -246,6 +252,20 @@ impl Spool {
     }
 
     /// The directory of an existing run.
+    /// Create the directory of a run whose id the broker chose
+    /// ([`fresh_run_id`]). An existing run with that id is refused.
+    pub fn create_run(&self, run: &RunId) -> Result<(), SpoolError> {
+        if !is_run_id(&run.0) {
+            return Err(SpoolError::BadRunId { id: run.0.clone() });
+        }
+        let dir = self.runs.join(&run.0);
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("create", &dir))?;
+        sync_dir(&self.runs)
+    }
+
     fn run_dir(&self, run: &RunId) -> Result<PathBuf, SpoolError> {
         if !is_run_id(&run.0) {
             return Err(SpoolError::BadRunId { id: run.0.clone() });
@@ -490,3 +510,9 @@ fn write_atomic_in(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SpoolErro
 
 #[cfg(test)]
 mod tests;
+
+/// A new run id: 8 hex digits of Unix seconds, then 8 random hex digits.
+pub fn fresh_run_id() -> RunId {
+    let secs = unix_s(SystemTime::now()) as u32;
+    RunId(format!("{secs:08x}{:08x}", random_u64() as u32))
+}

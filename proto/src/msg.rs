@@ -132,7 +132,7 @@ pub enum ChildMsg {
     /// the channel. The broker audits it and revokes the capability.
     MalformedPeer { cap: CapId },
     /// Executor: progress of a run started with [`BrokerMsg::Run`].
-    RunEvent(crate::flow::RunEvent),
+    RunEvent(crate::flow::RunId, crate::flow::RunEvent),
     /// Reasoning worker: a model-server connection was closed or is not
     /// reusable; please grant a fresh one.
     NeedModelConn { closed: CapId },

@@ -89,7 +89,7 @@ fn child(case: &str) {
     let status = std::fs::File::open("/proc/self/status").expect("status").into_raw_fd();
     let mut spec = spec_for(case, &dir);
     spec.keep_fds = vec![ctl, status];
-    if case.starts_with("exec") {
+    if case.starts_with("exec-") {
         spec.keep_fds = vec![ctl];
         // SAFETY: status was opened above and is not used again.
         unsafe { libc::close(status) };
@@ -105,44 +105,44 @@ fn child(case: &str) {
             }
         }
     };
-    // Report readiness before the runtime opens its epoll and eventfd
-    // descriptors: the parent attests the fd table as `enter` left it.
+    // Report readiness and wait for the parent's attestation before the
+    // runtime opens its epoll and eventfd descriptors: the parent checks the
+    // fd table exactly as `enter` left it.
     let hash = applied.as_ref().map(|a| a.installed_filter_sha256.clone()).unwrap_or_default();
     (&ctl_sock)
         .write_all(format!("READY {status} {hash}\n").as_bytes())
         .expect("ready");
+    let mut go = [0u8; 3];
+    (&ctl_sock).read_exact(&mut go).expect("go");
+    if &go != b"GO\n" {
+        std::process::exit(3);
+    }
+    if case.starts_with("exec-") {
+        let mut c = Checks(Vec::new());
+        exec_checks(&mut c);
+        for l in &c.0 {
+            (&ctl_sock).write_all(format!("{l}\n").as_bytes()).expect("result");
+        }
+        (&ctl_sock).write_all(b"EXEC\n").expect("exec");
+        let target = if case == "exec-cat" { dir.join("model.bin") } else { PathBuf::from("/etc/passwd") };
+        let err = sandbox::exec_allowed(Path::new("/bin/cat"), &[target.into_os_string()]);
+        let _ = (&ctl_sock).write_all(format!("FAIL exec\t{err}\n").as_bytes());
+        std::process::exit(4);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .expect("tokio runtime");
     rt.block_on(async move {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         ctl_sock.set_nonblocking(true).expect("nonblocking");
-        let stream = tokio::net::UnixStream::from_std(ctl_sock).expect("tokio stream");
-        let (r, mut w) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(r).lines();
-        let go = lines.next_line().await.expect("go");
-        if go.as_deref() != Some("GO") {
-            std::process::exit(3);
-        }
-        if case.starts_with("exec") {
-            let mut c = Checks(Vec::new());
-            exec_checks(&mut c, &dir);
-            for l in &c.0 {
-                w.write_all(format!("{l}\n").as_bytes()).await.expect("result");
-            }
-            w.write_all(b"EXEC\n").await.expect("exec");
-            let target = if case == "exec-cat" { dir.join("model.bin") } else { PathBuf::from("/etc/passwd") };
-            let err = sandbox::exec_allowed(Path::new("/bin/cat"), &[target.into_os_string()]);
-            w.write_all(format!("FAIL exec\t{err}\n").as_bytes()).await.expect("result");
-            std::process::exit(4);
-        }
+        let mut stream = tokio::net::UnixStream::from_std(ctl_sock).expect("tokio stream");
         let mut c = Checks(Vec::new());
         inside_checks(&mut c, case, status, &dir);
         for l in &c.0 {
-            w.write_all(format!("{l}\n").as_bytes()).await.expect("result");
+            stream.write_all(format!("{l}\n").as_bytes()).await.expect("result");
         }
-        w.write_all(b"DONE\n").await.expect("done");
+        stream.write_all(b"DONE\n").await.expect("done");
     });
 }
 
@@ -271,7 +271,7 @@ fn inside_checks(c: &mut Checks, case: &str, status_fd: RawFd, dir: &Path) {
     }
 }
 
-fn exec_checks(c: &mut Checks, dir: &Path) {
+fn exec_checks(c: &mut Checks) {
     let argv = [c"/bin/sh".as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null()];
     // SAFETY: NUL-terminated arrays of static C strings.
@@ -282,7 +282,6 @@ fn exec_checks(c: &mut Checks, dir: &Path) {
     // SAFETY: as above.
     let r = unsafe { libc::execve(lib.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     c.denied("exec: a library is not executable (landlock)", i64::from(r), libc::EACCES);
-    let _ = dir;
     // SAFETY: socket with integer arguments.
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     c.denied("exec: socket still refused", i64::from(s), libc::EPERM);
@@ -344,7 +343,7 @@ fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>)
         .env(CTL, child_fd.to_string())
         .env(DIR, dir)
         .stdin(Stdio::null())
-        .stdout(if case.starts_with("exec") { Stdio::piped() } else { Stdio::inherit() });
+        .stdout(if case.starts_with("exec-") { Stdio::piped() } else { Stdio::inherit() });
     let mut child = cmd.spawn().expect("spawn");
     drop(child_end);
     let pidfd = pidfd_open(child.id());
@@ -362,7 +361,7 @@ fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>)
     let hash = parts.next().unwrap_or("").to_string();
     let spec = spec_for(case, dir);
     let mut fds = vec![0, 1, 2, child_fd];
-    if !case.starts_with("exec") {
+    if !case.starts_with("exec-") {
         fds.push(status_fd);
     }
     let expected = expected_for(spec.profile, sandbox::attest::own_seccomp_filters().expect("own filters"), &fds);

@@ -218,6 +218,105 @@ impl Auditor {
             error: proto_error_kind(e),
         });
     }
+    pub fn binary_mismatch(&self, c: Component) {
+        self.write(Event::BinaryDigestMismatch {
+            component: component(c),
+        });
+    }
+    pub fn llama_started(&self, pid: i32, m: &crate::models::store::StoredModel) {
+        self.write(Event::LlamaServerStarted {
+            pid: pid as u32,
+            model: m.id.clone(),
+            version: m.version.clone(),
+            digest: m.digest,
+        });
+    }
+    pub fn llama_exited(&self, pid: i32, exit_code: Option<i32>, signal: Option<i32>) {
+        self.write(Event::LlamaServerExited {
+            pid: pid as u32,
+            exit_code,
+            signal,
+        });
+    }
+    pub fn model_imported(&self, m: &crate::models::store::StoredModel) {
+        self.write(Event::ModelImported {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            digest: m.digest,
+        });
+    }
+    pub fn model_verified(&self, m: &crate::models::store::StoredModel, ok: bool) {
+        self.write(Event::ModelVerified {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            digest: m.digest,
+            ok,
+        });
+    }
+    pub fn model_removed(&self, m: &crate::models::store::StoredModel) {
+        self.write(Event::ModelRemoved {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            digest: m.digest,
+        });
+    }
+    pub fn run_started(&self, run: &proto::flow::RunId, nodes: u32) {
+        if let Ok(run) = audit::RunId::parse(&run.0) {
+            self.write(Event::RunStarted { run, nodes });
+        }
+    }
+    pub fn run_finished(&self, run: &proto::flow::RunId, ok: bool) {
+        if let Ok(run) = audit::RunId::parse(&run.0) {
+            self.write(Event::RunFinished { run, ok });
+        }
+    }
+    pub fn run_removed(&self, run: &proto::flow::RunId) {
+        if let Ok(run) = audit::RunId::parse(&run.0) {
+            self.write(Event::RunRemoved { run });
+        }
+    }
+    /// One AI node's metadata: never its prompt or output.
+    pub fn ai_node(
+        &self,
+        run: &proto::flow::RunId,
+        m: (&audit::ModelId, &audit::Version),
+        s: &proto::flow::NodeSummary,
+    ) {
+        use proto::flow::{NodeError as E, NodeStatus, SkipReason as K};
+        let (Ok(run), Ok(node)) = (audit::RunId::parse(&run.0), audit::NodeId::parse(&s.node)) else {
+            return;
+        };
+        let outcome = match s.status {
+            NodeStatus::Ok => audit::AiOutcome::Ok,
+            NodeStatus::Skipped(k) => audit::AiOutcome::Skipped(match k {
+                K::ModelMissing => audit::SkipReason::ModelMissing,
+                K::BelowMemoryFloor => audit::SkipReason::BelowMemoryFloor,
+                K::LatencyBudget => audit::SkipReason::LatencyBudget,
+                K::SandboxUnavailable => audit::SkipReason::SandboxUnavailable,
+                K::CircuitOpen => audit::SkipReason::CircuitOpen,
+                K::UpstreamNotDone => audit::SkipReason::UpstreamNotDone,
+            }),
+            NodeStatus::Failed(e) => audit::AiOutcome::Failed(match e {
+                E::ModelServerFailed => audit::AiFailure::ModelServerFailed,
+                E::WorkerUnavailable => audit::AiFailure::WorkerUnavailable,
+                E::TimedOut => audit::AiFailure::TimedOut,
+                E::Cancelled => audit::AiFailure::Cancelled,
+                E::Busy => audit::AiFailure::Busy,
+                E::Spool => audit::AiFailure::Spool,
+            }),
+        };
+        self.write(Event::AiNode {
+            run,
+            node,
+            model: m.0.clone(),
+            version: m.1.clone(),
+            prompt_tokens: s.prompt_tokens,
+            generated_tokens: s.generated_tokens,
+            duration_ms: s.duration_ms,
+            first_token_ms: s.first_token_ms,
+            outcome,
+        });
+    }
     pub fn malformed_control(&self, e: &proto::ProtoError) {
         self.write(Event::MalformedPeer {
             peer: audit::Peer::ControlClient,

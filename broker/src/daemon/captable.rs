@@ -78,6 +78,19 @@ impl CapTable {
         true
     }
 
+    /// Ids of every live capability of `kind`.
+    pub fn live_of_kind(&self, kind: CapKind) -> Vec<CapId> {
+        self.entries
+            .iter()
+            .filter(|e| e.row.kind == kind && !e.row.revoked)
+            .map(|e| e.row.id)
+            .collect()
+    }
+
+    pub fn kind_of(&self, id: CapId) -> Option<CapKind> {
+        self.entries.iter().find(|e| e.row.id == id).map(|e| e.row.kind)
+    }
+
     /// Ids of live capabilities that `component` holds an end of.
     pub fn held_by(&self, component: Component) -> Vec<CapId> {
         self.entries

@@ -71,6 +71,17 @@ async fn handle(shared: Arc<Shared>, conn: Stream) {
                 return;
             }
         };
+        if let ControlRequest::Run { flow, inputs } = req {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(super::runs::serve(shared.clone(), flow, inputs, tx));
+            while let Some(resp) = rx.recv().await {
+                if ch.send(&resp).await.is_err() {
+                    // The CLI went away; the run task carries on.
+                    return;
+                }
+            }
+            continue;
+        }
         let down = matches!(req, ControlRequest::Down);
         let resp = answer(&shared, req).await;
         if ch.send(&resp).await.is_err() {
@@ -98,14 +109,78 @@ async fn answer(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         }
         ControlRequest::Down => ControlResponse::Ok,
         ControlRequest::Ping { count, payload } => ping(shared, count, payload).await,
-        ControlRequest::Run { .. }
-        | ControlRequest::RunRemove(_)
-        | ControlRequest::ModelsList
-        | ControlRequest::ModelImport { .. }
-        | ControlRequest::ModelVerify { .. }
-        | ControlRequest::ModelRemove { .. } => ControlResponse::Error(ControlError::Failed(
-            "this broker version does not serve flows or models".into(),
-        )),
+        ControlRequest::Run { .. } => ControlResponse::Error(ControlError::Refused),
+        ControlRequest::RunRemove(run) => super::runs::remove(shared, &run),
+        ControlRequest::ModelsList => models_list(shared, None),
+        ControlRequest::ModelImport { path } => {
+            let shared2 = shared.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                shared2
+                    .store
+                    .import_file(std::path::Path::new(&path), &shared2.catalog)
+            })
+            .await;
+            match r {
+                Ok(Ok(m)) => {
+                    shared.audit.model_imported(&m);
+                    if rustix::process::geteuid().is_root() {
+                        // llama-server (sandbox uid) must reach the file.
+                        super::make_traversable(shared.store.dir());
+                    }
+                    ControlResponse::Models(vec![row(&m, None)])
+                }
+                Ok(Err(e)) => ControlResponse::Error(ControlError::Failed(e.to_string())),
+                Err(_) => ControlResponse::Error(ControlError::Refused),
+            }
+        }
+        ControlRequest::ModelVerify { id } => {
+            let shared2 = shared.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let list = shared2.store.list().map_err(|e| e.to_string())?;
+                let mut rows = Vec::new();
+                for m in list.into_iter().filter(|m| id.as_deref().is_none_or(|i| m.id.as_str() == i)) {
+                    let ok = shared2
+                        .store
+                        .verify(&m.id, &m.version)
+                        .map(|o| o.ok())
+                        .unwrap_or(false);
+                    shared2.audit.model_verified(&m, ok);
+                    rows.push(row(&m, Some(ok)));
+                }
+                Ok::<_, String>(rows)
+            })
+            .await;
+            match r {
+                Ok(Ok(rows)) => ControlResponse::Models(rows),
+                Ok(Err(e)) => ControlResponse::Error(ControlError::Failed(e)),
+                Err(_) => ControlResponse::Error(ControlError::Refused),
+            }
+        }
+        ControlRequest::ModelRemove { id, version } => {
+            let Some(m) = shared.store.get(&id, version.as_deref()) else {
+                return ControlResponse::Error(ControlError::Failed(format!(
+                    "model {id}{} is not in the store: see 'flow models list'",
+                    version.map(|v| format!("@{v}")).unwrap_or_default()
+                )));
+            };
+            let serving = shared
+                .llama
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .model
+                .as_ref()
+                .is_some_and(|s| s.id == m.id && s.version == m.version);
+            if serving {
+                super::llama::stop(shared);
+            }
+            match shared.store.remove(&m.id, &m.version) {
+                Ok(m) => {
+                    shared.audit.model_removed(&m);
+                    ControlResponse::Models(vec![row(&m, None)])
+                }
+                Err(e) => ControlResponse::Error(ControlError::Failed(e.to_string())),
+            }
+        }
     }
 }
 
@@ -139,5 +214,23 @@ async fn ping(shared: &Arc<Shared>, count: u32, payload: Vec<u8>) -> ControlResp
                 Component::ReasoningWorker,
             ))
         }
+    }
+}
+
+fn row(m: &crate::models::store::StoredModel, verified: Option<bool>) -> proto::msg::ModelRow {
+    proto::msg::ModelRow {
+        id: m.id.as_str().to_string(),
+        version: m.version.as_str().to_string(),
+        sha256: m.digest.to_hex(),
+        size: m.size,
+        memory_floor_mb: m.entry.memory_floor_mb,
+        verified,
+    }
+}
+
+fn models_list(shared: &Arc<Shared>, verified: Option<bool>) -> ControlResponse {
+    match shared.store.list() {
+        Ok(list) => ControlResponse::Models(list.iter().map(|m| row(m, verified)).collect()),
+        Err(e) => ControlResponse::Error(ControlError::Failed(e.to_string())),
     }
 }

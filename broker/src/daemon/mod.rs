@@ -9,6 +9,8 @@
 mod auditing;
 mod captable;
 mod control;
+pub mod llama;
+mod runs;
 pub mod spawn;
 pub mod supervise;
 
@@ -74,6 +76,8 @@ pub struct State {
     pub comps: BTreeMap<Component, CompState>,
     pub caps: captable::CapTable,
     pub ping_waiter: Option<tokio::sync::oneshot::Sender<proto::msg::ChildMsg>>,
+    /// Runs in progress: where their events go.
+    pub runs: std::collections::HashMap<proto::flow::RunId, tokio::sync::mpsc::UnboundedSender<proto::flow::RunEvent>>,
 }
 
 /// Everything the broker's tasks share.
@@ -94,6 +98,11 @@ pub struct Shared {
     state: Mutex<State>,
     /// Serializes `flow ping` requests.
     pub ping_lock: tokio::sync::Mutex<()>,
+    pub store: crate::models::store::Store,
+    pub catalog: crate::models::catalog::Catalog,
+    pub llama: Mutex<llama::LlamaState>,
+    /// Serializes llama-server starts.
+    pub llama_start: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -119,7 +128,22 @@ impl Shared {
                 restarts: s.restarts,
                 attested: s.attested.clone(),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut components = components;
+        {
+            let l = self.llama.lock().unwrap_or_else(|p| p.into_inner());
+            // Listed only while it is meant to run.
+            if let Some(state) = l.state {
+                components.push(ComponentStatus {
+                    component: Component::LlamaServer,
+                    state,
+                    pid: l.pid.map(|p| p as u32),
+                    uptime_secs: l.since.map(|t| t.elapsed().as_secs()),
+                    restarts: l.restarts,
+                    attested: None,
+                });
+            }
+        }
         proto::msg::BrokerStatus {
             broker_pid: std::process::id(),
             broker_uid: rustix::process::geteuid().as_raw(),
@@ -188,6 +212,13 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         audit.override_in_force(&waivers);
     }
 
+    let store = crate::models::store::Store::open(&crate::models::store::Store::default_dir(&paths))
+        .context("cannot open the model store")?;
+    if euid == 0 {
+        // llama-server runs as the sandbox uid and reads its model by path.
+        make_traversable(store.dir());
+    }
+    let catalog = crate::models::catalog::Catalog::builtin().context("the built-in model catalog is invalid")?;
     let bin_dir = std::env::current_exe()
         .context("cannot locate the flow binary")?
         .parent()
@@ -216,6 +247,10 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         stopping,
         state: Mutex::new(state),
         ping_lock: tokio::sync::Mutex::new(()),
+        store,
+        catalog,
+        llama: Mutex::new(llama::LlamaState::default()),
+        llama_start: tokio::sync::Mutex::new(()),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -258,6 +293,20 @@ async fn serve(shared: Arc<Shared>, signals: OwnedFd) -> anyhow::Result<i32> {
     shared.audit.broker_stopped();
     eprintln!("flow: broker stopped");
     Ok(0)
+}
+
+/// Root broker: let the sandbox uid traverse (not list) the store's
+/// directories so llama-server can open its model file (0444).
+pub(crate) fn make_traversable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                make_traversable(&e.path());
+            }
+        }
+    }
 }
 
 /// The spool is the executor's only writable place. When the broker runs as

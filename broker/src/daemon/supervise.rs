@@ -334,6 +334,9 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
         }
     }
     grant_reasoning_if_ready(shared).await;
+    if c == Component::ReasoningWorker {
+        super::llama::grant_model_conns(shared).await;
+    }
     Ok(Running {
         pid,
         pidfd,
@@ -442,7 +445,15 @@ async fn watch(shared: &Arc<Shared>, c: Component, run: &Running) -> Duration {
                         if let Some(w) = waiter { let _ = w.send(m); }
                     }
                     Ok((ChildMsg::Ready, _)) => {}
-                    Ok((ChildMsg::RunEvent(_), _)) | Ok((ChildMsg::NeedModelConn { .. }, _)) => {}
+                    Ok((ChildMsg::RunEvent(run, ev), _)) => {
+                        let tx = shared.state().runs.get(&run).cloned();
+                        if let Some(tx) = tx {
+                            let _ = tx.send(ev);
+                        }
+                    }
+                    Ok((ChildMsg::NeedModelConn { closed }, _)) => {
+                        super::llama::replace_conn(shared, closed).await;
+                    }
                     Ok((ChildMsg::MalformedPeer { cap }, _)) => {
                         // The other end of that capability misbehaved: cut it off.
                         let peer = if c == Component::ReasoningWorker { Component::Executor } else { Component::ReasoningWorker };
@@ -519,6 +530,12 @@ fn reap(shared: &Arc<Shared>, c: Component, run: &Running) {
 fn on_down(shared: &Arc<Shared>, c: Component) {
     let revoked = {
         let mut st = shared.state();
+        if c == Component::Executor {
+            // Runs in flight end now: their waiters learn it as a failed finish.
+            for (run, tx) in st.runs.drain() {
+                let _ = tx.send(proto::flow::RunEvent::Finished { run, ok: false });
+            }
+        }
         if let Some(s) = st.comps.get_mut(&c) {
             s.pid = None;
             s.since = None;

@@ -45,13 +45,13 @@ pub enum CatalogError {
         message: String,
     },
 
-    #[error("{origin}:{line}:{key}: model {id} {version} is already in {other} with other contents: give the new build a new version instead of changing an entry")]
+    #[error("{origin}:{line}:{key}: model {model} is already in {other} with other contents: give the new build a new version instead of changing an entry")]
     Conflict {
         origin: String,
         line: usize,
         key: &'static str,
-        id: ModelId,
-        version: Version,
+        /// `<id> <version>` of the entry already there.
+        model: String,
         other: String,
     },
 
@@ -178,17 +178,11 @@ impl Catalog {
             } else {
                 "sha256"
             };
-            let (id, version) = if key == "version" {
-                (entry.id.clone(), entry.version.clone())
-            } else {
-                (existing.id.clone(), existing.version.clone())
-            };
             return Err(CatalogError::Conflict {
                 origin: origin.to_owned(),
                 line: key_line(src, &span, key),
                 key,
-                id,
-                version,
+                model: format!("{} {}", existing.id, existing.version),
                 other: other.clone(),
             });
         }

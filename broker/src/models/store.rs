@@ -81,11 +81,10 @@ pub enum StoreError {
         size: u64,
     },
 
-    #[error("model {id} {version} from {from}: sha256 is {actual}, the catalog says {expected}: the file is damaged or another build; get it again, or correct the catalog entry")]
+    #[error("model {id} {version}: the data received has sha256 {actual}, the catalog says {expected}: it is damaged or another build; download it again, or correct the catalog entry")]
     DigestMismatch {
         id: ModelId,
         version: Version,
-        from: String,
         expected: String,
         actual: String,
     },
@@ -259,7 +258,6 @@ impl Store {
             return Err(StoreError::DigestMismatch {
                 id: entry.id.clone(),
                 version: entry.version.clone(),
-                from,
                 expected: entry.sha256.to_hex(),
                 actual: copy.digest.to_hex(),
             });
@@ -388,7 +386,7 @@ impl Store {
                 Ok(Some(model)) => out.push(model),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(model = %id, version = %version, "skipping stored model: {e}")
+                    eprintln!("flow: skipping stored model {id}@{version}: {e}")
                 }
             }
         }

@@ -107,7 +107,7 @@ fn haiku_flow() -> Flow {
 /// The problem and line a TOML text gets.
 fn toml_problem(text: &str) -> (Problem, Option<usize>) {
     match parse_str(text, Format::Toml) {
-        Err(FlowError::Invalid { origin, problem }) => (problem, origin.line),
+        Err(FlowError::Invalid { origin, problem }) => (*problem, origin.line),
         other => panic!("expected a validation error, got {other:?}"),
     }
 }

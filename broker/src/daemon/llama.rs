@@ -1,0 +1,491 @@
+//! The managed llama-server: one per user, started on demand for the model a
+//! flow needs, under the `llama-server` profile (through `flow sandbox run`,
+//! the same entry function auditors use), health-checked, restarted with
+//! backoff, behind a circuit breaker that makes AI nodes skip.
+//!
+//! **Invariant:** the reasoning worker never connects to llama-server; the
+//! broker opens each connection and passes it as a `ModelServer` capability.
+
+use super::Shared;
+use crate::models::store::StoredModel;
+use proto::bootstrap::send_async;
+use proto::msg::{BrokerMsg, CapGrant, CapId, CapKind, CapRole, Component, ComponentState, Right};
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long llama-server may take to load a model and answer /health.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Parallel slots, and so connections granted to the worker.
+pub const SLOTS: usize = 2;
+const CONTEXT: u32 = 2048;
+const BREAKER_FAILURES: usize = 4;
+const BREAKER_WINDOW: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    #[error("llama-server is not installed ({path}): run deploy/install-llama.sh (the README's first command does)", path = path.display())]
+    NotInstalled { path: PathBuf },
+    #[error("the llama-server binary's sha256 is {found}, not the recorded {expected}: reinstall it with deploy/install-llama.sh")]
+    DigestMismatch { expected: String, found: String },
+    #[error("cannot read {path}: {source}", path = path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("llama-server did not become healthy within {secs} s: see {log}", log = log.display())]
+    NotReady { secs: u64, log: PathBuf },
+    #[error("llama-server failed {n} times: the circuit breaker is open, AI nodes are skipped until 'flow up' is restarted")]
+    CircuitOpen { n: usize },
+    #[error("cannot spawn llama-server: {0}")]
+    Spawn(String),
+}
+
+/// Where the installed binary and its recorded digest live.
+pub fn install_paths(paths: &crate::paths::Paths) -> (PathBuf, PathBuf) {
+    let dir = paths.data.join("llama");
+    (dir.join("llama-server"), dir.join("llama-server.sha256"))
+}
+
+/// Hash the installed binary and compare with the recorded digest. Checked
+/// before every spawn.
+pub fn check_binary(paths: &crate::paths::Paths) -> Result<PathBuf, LlamaError> {
+    let (bin, sum) = install_paths(paths);
+    if !bin.is_file() {
+        return Err(LlamaError::NotInstalled { path: bin });
+    }
+    let recorded = std::fs::read_to_string(&sum).map_err(|source| LlamaError::Io {
+        path: sum.clone(),
+        source,
+    })?;
+    let expected = recorded
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut f = std::fs::File::open(&bin).map_err(|source| LlamaError::Io {
+        path: bin.clone(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| LlamaError::Io {
+            path: bin.clone(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let found = hex::encode(h.finalize());
+    if found != expected {
+        return Err(LlamaError::DigestMismatch { expected, found });
+    }
+    Ok(bin)
+}
+
+/// What the broker knows about the managed llama-server.
+#[derive(Debug, Default)]
+pub struct LlamaState {
+    /// The model being served, when ready.
+    pub model: Option<StoredModel>,
+    pub socket: Option<PathBuf>,
+    pub launcher_pid: Option<i32>,
+    pub pid: Option<i32>,
+    pub since: Option<Instant>,
+    pub restarts: u32,
+    pub state: Option<ComponentState>,
+    pub failures: Vec<Instant>,
+    /// Generation speed measured on the last AI node (tokens/s), for
+    /// latency budgets.
+    pub tokens_per_sec: Option<f64>,
+    /// Bumped on every start, so a watcher of an old instance stops.
+    pub generation: u64,
+}
+
+fn socket_dir(shared: &Shared) -> PathBuf {
+    shared.paths.runtime.join("llama")
+}
+
+/// Make sure llama-server serves `model` and is healthy; start or restart it
+/// if needed. Returns the socket path.
+pub fn ensure<'a>(
+    shared: &'a Arc<Shared>,
+    model: &'a StoredModel,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PathBuf, LlamaError>> + Send + 'a>> {
+    // Boxed: the watcher restarts through `ensure`, which spawns a watcher.
+    Box::pin(ensure_inner(shared, model))
+}
+
+async fn ensure_inner(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, LlamaError> {
+    let _one = shared.llama_start.lock().await;
+    {
+        let st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        if st.state == Some(ComponentState::CircuitOpen) {
+            return Err(LlamaError::CircuitOpen {
+                n: st.failures.len(),
+            });
+        }
+        if let (Some(m), Some(sock), Some(ComponentState::Running)) = (&st.model, &st.socket, st.state) {
+            if m.id == model.id && m.version == model.version {
+                return Ok(sock.clone());
+            }
+        }
+    }
+    stop(shared);
+    start(shared, model).await
+}
+
+/// Kill the current instance (if any) and revoke its connections.
+pub fn stop(shared: &Arc<Shared>) {
+    let pids = {
+        let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        st.generation += 1;
+        st.state = None;
+        st.model = None;
+        (st.launcher_pid.take(), st.pid.take())
+    };
+    if let (Some(l), p) = pids {
+        // SAFETY: kill(2) on the launcher we spawned and on llama-server's
+        // own process group (it called setsid); no memory is involved.
+        unsafe {
+            libc::kill(l, libc::SIGKILL);
+            if let Some(p) = p {
+                libc::kill(-p, libc::SIGKILL);
+            }
+        }
+    }
+    revoke_model_conns(shared);
+}
+
+fn revoke_model_conns(shared: &Arc<Shared>) {
+    let ids = {
+        let mut st = shared.state();
+        let ids = st.caps.live_of_kind(CapKind::ModelServer);
+        for id in &ids {
+            st.caps.revoke(*id);
+        }
+        ids
+    };
+    for id in ids {
+        shared.audit.revoked(id);
+    }
+}
+
+async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, LlamaError> {
+    let bin = match check_binary(&shared.paths) {
+        Ok(b) => b,
+        Err(e) => {
+            if matches!(e, LlamaError::DigestMismatch { .. }) {
+                shared.audit.binary_mismatch(Component::LlamaServer);
+            }
+            return Err(e);
+        }
+    };
+    let dir = socket_dir(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(|source| LlamaError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let euid = rustix::process::geteuid().as_raw();
+    if euid == 0 {
+        let _ = std::os::unix::fs::chown(&dir, Some(shared.run_as.0), Some(shared.run_as.1));
+    }
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    let sock = dir.join("llama.sock");
+    // Verify the model's digest right before the load.
+    let (_file, verified) = shared
+        .store
+        .open_verified(&model.id, &model.version)
+        .map_err(|e| LlamaError::Spawn(e.to_string()))?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    let flow = std::env::current_exe().map_err(|e| LlamaError::Spawn(e.to_string()))?;
+    let model_path = verified.path.clone();
+    let args: Vec<std::ffi::OsString> = vec![
+        "sandbox".into(),
+        "run".into(),
+        "--profile".into(),
+        "llama-server".into(),
+        "--read".into(),
+        model_path.clone().into(),
+        "--write-dir".into(),
+        dir.clone().into(),
+        "--".into(),
+        bin.into(),
+        "-m".into(),
+        model_path.into(),
+        "--host".into(),
+        sock.clone().into(),
+        "--offline".into(),
+        "--no-webui".into(),
+        "--no-slots".into(),
+        "-t".into(),
+        threads.into(),
+        "-c".into(),
+        CONTEXT.to_string().into(),
+        "-np".into(),
+        SLOTS.to_string().into(),
+        "--log-disable".into(),
+    ];
+    let spawned = shared
+        .spawner
+        .spawn(flow, args)
+        .await
+        .map_err(|e| LlamaError::Spawn(e.to_string()))?;
+    let launcher = spawned.pid;
+    super::auditing::capture_output(shared, Component::LlamaServer, spawned.stdout, spawned.stderr);
+    drop(spawned.bootstrap);
+    let generation = {
+        let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        st.launcher_pid = Some(launcher);
+        st.state = Some(ComponentState::Starting);
+        st.generation += 1;
+        st.generation
+    };
+    // Wait for /health.
+    let t0 = Instant::now();
+    let log = shared.paths.logs().join("llama-server.log");
+    loop {
+        if health(&sock).await == Some(true) {
+            break;
+        }
+        if t0.elapsed() > READY_TIMEOUT || !alive(spawned.pidfd.as_fd()) {
+            let _ = rustix::process::pidfd_send_signal(&spawned.pidfd, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(spawned.pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED,
+            );
+            record_failure(shared);
+            return Err(LlamaError::NotReady {
+                secs: READY_TIMEOUT.as_secs(),
+                log,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = llama_pid(launcher);
+    shared.audit.llama_started(pid.unwrap_or(launcher), &verified);
+    {
+        let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        st.pid = pid;
+        st.socket = Some(sock.clone());
+        st.model = Some(verified);
+        st.since = Some(Instant::now());
+        st.state = Some(ComponentState::Running);
+    }
+    tokio::spawn(watch(shared.clone(), spawned.pidfd, generation, sock.clone()));
+    grant_model_conns(shared).await;
+    Ok(sock)
+}
+
+fn alive(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd),
+            rustix::process::WaitIdOptions::EXITED
+                | rustix::process::WaitIdOptions::NOHANG
+                | rustix::process::WaitIdOptions::NOWAIT,
+        )
+        .map(|s| s.is_none())
+        .unwrap_or(false)
+}
+
+/// llama-server's pid: the one child of the `flow sandbox run` launcher.
+fn llama_pid(launcher: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn record_failure(shared: &Arc<Shared>) {
+    let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    st.failures.retain(|t| now.duration_since(*t) < BREAKER_WINDOW);
+    st.failures.push(now);
+    st.restarts += 1;
+    if st.failures.len() >= BREAKER_FAILURES {
+        st.state = Some(ComponentState::CircuitOpen);
+        drop(st);
+        shared.audit.circuit_opened(Component::LlamaServer);
+    } else {
+        st.state = Some(ComponentState::Backoff);
+    }
+}
+
+/// Watch one instance: reap it when it exits, kill it when its health check
+/// stalls, then restart it with backoff (unless the breaker opened).
+async fn watch(shared: Arc<Shared>, pidfd: OwnedFd, generation: u64, sock: PathBuf) {
+    let Ok(afd) = proto::bootstrap::async_fd_readable(pidfd) else {
+        return;
+    };
+    let mut misses = 0;
+    loop {
+        tokio::select! {
+            _ = afd.readable() => break,
+            _ = tokio::time::sleep(HEALTH_EVERY) => {
+                if health(&sock).await == Some(true) {
+                    misses = 0;
+                } else {
+                    misses += 1;
+                    if misses >= 2 {
+                        let _ = rustix::process::pidfd_send_signal(afd.get_ref(), rustix::process::Signal::KILL);
+                    }
+                }
+            }
+        }
+    }
+    let status = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(afd.get_ref().as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    );
+    let (code, signal) = match status {
+        Ok(Some(s)) => (s.exit_status(), s.terminating_signal()),
+        _ => (None, None),
+    };
+    let (current, pid, model) = {
+        let st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        (st.generation == generation, st.pid, st.model.clone())
+    };
+    if let Some(p) = pid {
+        // SAFETY: kill(2) on llama-server's process group; no memory involved.
+        unsafe { libc::kill(-p, libc::SIGKILL) };
+    }
+    shared.audit.llama_exited(pid.unwrap_or(0), code, signal);
+    if !current || shared.is_stopping() {
+        return;
+    }
+    revoke_model_conns(&shared);
+    record_failure(&shared);
+    let (open, restarts) = {
+        let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        st.pid = None;
+        st.launcher_pid = None;
+        (st.state == Some(ComponentState::CircuitOpen), st.restarts)
+    };
+    if open {
+        return;
+    }
+    let backoff = Duration::from_millis(200u64.saturating_mul(1 << restarts.min(6)));
+    shared.audit.restarted(Component::LlamaServer, restarts, backoff);
+    tokio::time::sleep(backoff).await;
+    if let Some(m) = model {
+        if let Err(e) = ensure(&shared, &m).await {
+            eprintln!("flow: llama-server restart failed: {e}");
+        }
+    }
+}
+
+/// `GET /health` over a fresh connection: Some(true) when the model is loaded.
+pub async fn health(sock: &Path) -> Option<bool> {
+    let sock = sock.to_path_buf();
+    let r = tokio::time::timeout(
+        HEALTH_TIMEOUT,
+        tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let mut s = std::os::unix::net::UnixStream::connect(&sock)?;
+            s.set_read_timeout(Some(HEALTH_TIMEOUT))?;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: llama\r\nConnection: close\r\n\r\n")?;
+            let mut head = [0u8; 16];
+            let mut got = 0;
+            while got < head.len() {
+                let n = s.read(&mut head[got..])?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            Ok(head.starts_with(b"HTTP/1.1 200"))
+        }),
+    )
+    .await;
+    match r {
+        Ok(Ok(Ok(ok))) => Some(ok),
+        _ => None,
+    }
+}
+
+/// Keep `SLOTS` live model-server connections granted to the worker.
+pub async fn grant_model_conns(shared: &Arc<Shared>) {
+    loop {
+        let (sock, worker_boot, id) = {
+            let llama = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+            let (Some(sock), Some(ComponentState::Running)) = (llama.socket.clone(), llama.state) else {
+                return;
+            };
+            drop(llama);
+            let mut st = shared.state();
+            if st.caps.live_of_kind(CapKind::ModelServer).len() >= SLOTS {
+                return;
+            }
+            let Some(boot) = st
+                .comps
+                .get(&Component::ReasoningWorker)
+                .filter(|s| s.state == ComponentState::Running)
+                .and_then(|s| s.bootstrap.clone())
+            else {
+                return;
+            };
+            let id = st.caps.mint_id();
+            (sock, boot, id)
+        };
+        let conn = match std::os::unix::net::UnixStream::connect(&sock) {
+            Ok(c) => OwnedFd::from(c),
+            Err(e) => {
+                eprintln!("flow: cannot connect to llama-server: {e}");
+                return;
+            }
+        };
+        let Ok(dup) = conn.try_clone() else { return };
+        let Ok(dup2) = conn.try_clone() else { return };
+        let rights = vec![Right::Infer];
+        shared.state().caps.insert(
+            id,
+            CapKind::ModelServer,
+            Component::ReasoningWorker,
+            Component::LlamaServer,
+            rights.clone(),
+            (dup, dup2),
+        );
+        let grant = CapGrant {
+            id,
+            kind: CapKind::ModelServer,
+            role: CapRole::Client,
+            rights: rights.clone(),
+        };
+        if send_async(&worker_boot, &BrokerMsg::Grant(vec![grant]), &[conn.as_fd()])
+            .await
+            .is_err()
+        {
+            shared.state().caps.revoke(id);
+            return;
+        }
+        shared.audit.granted(
+            id,
+            CapKind::ModelServer,
+            Component::ReasoningWorker,
+            Component::LlamaServer,
+            &rights,
+        );
+    }
+}
+
+/// The worker reports a connection closed or spent: revoke it, grant another.
+pub async fn replace_conn(shared: &Arc<Shared>, closed: CapId) {
+    let revoked = {
+        let mut st = shared.state();
+        let ok = st.caps.kind_of(closed) == Some(CapKind::ModelServer) && st.caps.revoke(closed);
+        ok
+    };
+    if revoked {
+        shared.audit.revoked(closed);
+    }
+    grant_model_conns(shared).await;
+}

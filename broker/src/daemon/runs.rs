@@ -1,0 +1,194 @@
+//! `flow run` on the broker's side: decide for each AI node whether it can
+//! run (model present, memory floor, latency budget, sandbox, circuit
+//! breaker), make sure llama-server serves the model, hand the flow to the
+//! executor and relay its events to the CLI. **Invariant:** the audit log
+//! gets metadata only (run, node, model, tokens, durations, outcome); tokens
+//! and outputs pass through memory to the requesting CLI and nowhere else.
+
+use super::Shared;
+use crate::models::store::StoredModel;
+use proto::bootstrap::send_async;
+use proto::flow::{Flow, FlowNodeKind, NodePlan, NodeStatus, RunEvent, RunId, SkipReason};
+use proto::msg::{BrokerMsg, Component, ComponentState, ControlError, ControlResponse};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn failed(msg: impl Into<String>) -> ControlResponse {
+    ControlResponse::Error(ControlError::Failed(msg.into()))
+}
+
+/// Plan every AI node. Returns the plan and the model each AI node uses.
+async fn plan(
+    shared: &Arc<Shared>,
+    flow: &Flow,
+) -> Result<(Vec<(String, NodePlan)>, HashMap<String, StoredModel>), String> {
+    let mut plan = Vec::new();
+    let mut models = HashMap::new();
+    let mut serving: Option<StoredModel> = None;
+    for node in &flow.nodes {
+        let FlowNodeKind::Ai {
+            model,
+            params,
+            latency_budget_ms,
+            ..
+        } = &node.kind
+        else {
+            continue;
+        };
+        let decision = match decide(shared, model, params.max_tokens, *latency_budget_ms, &serving) {
+            Ok(stored) => {
+                if serving.is_none() {
+                    match super::llama::ensure(shared, &stored).await {
+                        Ok(_) => {
+                            serving = Some(stored.clone());
+                            models.insert(node.id.clone(), stored);
+                            NodePlan::Run
+                        }
+                        Err(super::llama::LlamaError::CircuitOpen { .. }) => NodePlan::Skip(SkipReason::CircuitOpen),
+                        Err(e) => {
+                            eprintln!("flow: llama-server unavailable: {e}");
+                            NodePlan::Skip(SkipReason::SandboxUnavailable)
+                        }
+                    }
+                } else {
+                    models.insert(node.id.clone(), stored);
+                    NodePlan::Run
+                }
+            }
+            Err(reason) => NodePlan::Skip(reason),
+        };
+        if let (NodePlan::Skip(_), Some(m)) = (&decision, shared.store.get(model, None)) {
+            models.insert(node.id.clone(), m);
+        }
+        plan.push((node.id.clone(), decision));
+    }
+    Ok((plan, models))
+}
+
+fn decide(
+    shared: &Arc<Shared>,
+    model: &str,
+    max_tokens: u32,
+    budget_ms: Option<u32>,
+    serving: &Option<StoredModel>,
+) -> Result<StoredModel, SkipReason> {
+    let stored = shared.store.get(model, None).ok_or(SkipReason::ModelMissing)?;
+    if let Some(s) = serving {
+        if s.id != stored.id || s.version != stored.version {
+            // One llama-server per user serves one model at a time.
+            return Err(SkipReason::ModelMissing);
+        }
+    }
+    if sandbox::doctor::preflight(sandbox::ProfileName::LlamaServer, &shared.waivers).is_err() {
+        return Err(SkipReason::SandboxUnavailable);
+    }
+    let avail = crate::models::mem_available_mb().unwrap_or(0);
+    if avail < stored.entry.memory_floor_mb {
+        return Err(SkipReason::BelowMemoryFloor);
+    }
+    let tps = shared.llama.lock().unwrap_or_else(|p| p.into_inner()).tokens_per_sec;
+    if let (Some(budget), Some(tps)) = (budget_ms, tps) {
+        if tps > 0.0 && f64::from(max_tokens) / tps * 1000.0 > f64::from(budget) {
+            return Err(SkipReason::LatencyBudget);
+        }
+    }
+    if shared.llama.lock().unwrap_or_else(|p| p.into_inner()).state == Some(ComponentState::CircuitOpen) {
+        return Err(SkipReason::CircuitOpen);
+    }
+    Ok(stored)
+}
+
+/// Serve one `flow run`: stream responses into `out` until the run
+/// finishes. The run goes on if the CLI goes away; its results stay in the
+/// spool.
+pub async fn serve(
+    shared: Arc<Shared>,
+    flow: Flow,
+    inputs: Vec<(String, String)>,
+    out: tokio::sync::mpsc::UnboundedSender<ControlResponse>,
+) {
+    let shared = &shared;
+    let send = |r: ControlResponse| {
+        let ok = out.send(r).is_ok();
+        async move { ok }
+    };
+    if let Err(p) = executor::format::validate(&flow) {
+        send(failed(format!("invalid flow: {p}"))).await;
+        return;
+    }
+    if let Err(e) = executor::run::check_inputs(&flow, &inputs) {
+        send(failed(e.to_string())).await;
+        return;
+    }
+    let Some(exec_boot) = shared
+        .state()
+        .comps
+        .get(&Component::Executor)
+        .filter(|s| s.state == ComponentState::Running)
+        .and_then(|s| s.bootstrap.clone())
+    else {
+        send(ControlResponse::Error(ControlError::ComponentUnavailable(Component::Executor))).await;
+        return;
+    };
+    let (plan, models) = match plan(shared, &flow).await {
+        Ok(p) => p,
+        Err(e) => {
+            send(failed(e)).await;
+            return;
+        }
+    };
+    let run = executor::spool::fresh_run_id();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    shared.state().runs.insert(run.clone(), tx);
+    shared.audit.run_started(&run, flow.nodes.len() as u32);
+    let msg = BrokerMsg::Run {
+        run: run.clone(),
+        flow: flow.clone(),
+        inputs,
+        plan,
+    };
+    if send_async(&exec_boot, &msg, &[]).await.is_err() {
+        shared.state().runs.remove(&run);
+        send(ControlResponse::Error(ControlError::ComponentUnavailable(Component::Executor))).await;
+        return;
+    }
+    while let Some(ev) = rx.recv().await {
+        if let RunEvent::NodeFinished(s) = &ev {
+            if let Some(m) = models.get(&s.node) {
+                shared.audit.ai_node(&run, (&m.id, &m.version), s);
+                if s.status == NodeStatus::Ok && s.generated_tokens > 0 {
+                    let gen_ms = s.duration_ms.saturating_sub(s.first_token_ms.unwrap_or(0));
+                    if gen_ms > 0 {
+                        let tps = f64::from(s.generated_tokens) * 1000.0 / gen_ms as f64;
+                        shared.llama.lock().unwrap_or_else(|p| p.into_inner()).tokens_per_sec = Some(tps);
+                    }
+                }
+            }
+        }
+        let finished = matches!(ev, RunEvent::Finished { .. });
+        if let RunEvent::Finished { ok, .. } = &ev {
+            shared.audit.run_finished(&run, *ok);
+        }
+        send(ControlResponse::RunEvent(ev)).await;
+        if finished {
+            break;
+        }
+    }
+    shared.state().runs.remove(&run);
+}
+
+/// Remove a run from the spool (the broker can read the executor's spool;
+/// the executor is not involved).
+pub fn remove(shared: &Arc<Shared>, run: &RunId) -> ControlResponse {
+    let spool = match executor::spool::Spool::open(&shared.paths.spool()) {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string()),
+    };
+    match spool.remove(run) {
+        Ok(()) => {
+            shared.audit.run_removed(run);
+            ControlResponse::Ok
+        }
+        Err(e) => failed(e.to_string()),
+    }
+}
