@@ -38,7 +38,7 @@ pub enum LlamaError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("llama-server did not become healthy within {secs} s: see {log}", log = log.display())]
+    #[error("llama-server did not become healthy (waited up to {secs} s): see {log}", log = log.display())]
     NotReady { secs: u64, log: PathBuf },
     #[error("llama-server failed {n} times: the circuit breaker is open, AI nodes are skipped until 'flow up' is restarted")]
     CircuitOpen { n: usize },
@@ -198,6 +198,10 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
     let euid = rustix::process::geteuid().as_raw();
     if euid == 0 {
         let _ = std::os::unix::fs::chown(&dir, Some(shared.run_as.0), Some(shared.run_as.1));
+        crate::paths::check_traversable(&dir, shared.run_as.0, shared.run_as.1)
+            .map_err(|e| LlamaError::Spawn(e.to_string()))?;
+        crate::paths::check_traversable(&model.path, shared.run_as.0, shared.run_as.1)
+            .map_err(|e| LlamaError::Spawn(e.to_string()))?;
     }
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
     let sock = dir.join("llama.sock");

@@ -334,14 +334,19 @@ fn prepare_spool(paths: &Paths, euid: u32, run_as: (u32, u32)) -> anyhow::Result
 
 /// Capabilities a root broker keeps: switching children to a non-root uid
 /// (SETUID, SETGID), attesting and signalling children that run as another
-/// uid (SYS_PTRACE for `/proc/<pid>/fd`, KILL). Everything else is dropped from
-/// every set, including LINUX_IMMUTABLE, so not even the broker can lift the
-/// audit log's append-only flag.
-pub const ROOT_KEEP: [caps::Capability; 4] = [
+/// uid (SYS_PTRACE for `/proc/<pid>/fd`, KILL), and handing directories to
+/// that uid and reaching into them (CHOWN for llama-server's fresh socket
+/// directory, DAC_OVERRIDE to clear it and connect to the socket inside).
+/// Everything else is dropped from every set, including LINUX_IMMUTABLE, so
+/// not even the broker can lift the audit log's append-only flag, and
+/// SYS_ADMIN, so it cannot mount or create namespaces as root.
+pub const ROOT_KEEP: [caps::Capability; 6] = [
     caps::Capability::CAP_SETUID,
     caps::Capability::CAP_SETGID,
     caps::Capability::CAP_SYS_PTRACE,
     caps::Capability::CAP_KILL,
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
 ];
 
 fn drop_root_capabilities() -> Result<(), caps::errors::CapsError> {

@@ -182,7 +182,13 @@ impl Store {
     /// Open (creating, mode 0700) the store in `dir`, and remove what crashed
     /// imports left behind.
     pub fn open(dir: &Path) -> Result<Store> {
-        ensure_private_dir(dir)?;
+        if rustix::process::geteuid().is_root() {
+            // A root broker's llama-server runs as the sandbox uid and must
+            // traverse (never list) the store to open its model file.
+            crate::paths::ensure_traversable_dir(dir)?;
+        } else {
+            ensure_private_dir(dir)?;
+        }
         let store = Store {
             dir: dir.to_owned(),
         };

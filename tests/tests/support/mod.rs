@@ -39,7 +39,9 @@ impl Env {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Traversable (not listable) by the sandbox uid a root broker's
+        // components run as, like /run/user/<uid> is for its owner.
+        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o711)).unwrap();
         Env { root }
     }
 
