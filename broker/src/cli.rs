@@ -63,6 +63,9 @@ pub enum Command {
     /// The model store.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// The managed llama-server binary.
+    #[command(subcommand)]
+    Llama(LlamaCommand),
     /// Measurements behind the README's figures (see bench/kernel.sh).
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
@@ -98,6 +101,13 @@ pub enum ModelsCommand {
     Verify { id: Option<String> },
     /// Remove a model: ID or ID@VERSION.
     Rm { model: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LlamaCommand {
+    /// Install a llama-server binary (built by deploy/install-llama.sh) and
+    /// record its sha256; the broker checks it before every spawn.
+    Install { binary: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +274,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs(RunsCommand::List { json }) => crate::run_cmd::runs_list(json),
         Command::Runs(RunsCommand::Show { id, json }) => crate::run_cmd::runs_show(&id, json),
         Command::Runs(RunsCommand::Rm { id }) => crate::run_cmd::runs_rm(&id),
+        Command::Llama(LlamaCommand::Install { binary }) => crate::run_cmd::llama_install(&binary),
         Command::Models(ModelsCommand::List { json }) => crate::run_cmd::models_list(json),
         Command::Models(ModelsCommand::Import { file }) => crate::run_cmd::models_import(&file),
         Command::Models(ModelsCommand::Verify { id }) => crate::run_cmd::models_verify(id),

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod models;
 pub mod paths;
 pub mod run_cmd;
+pub mod settings;
 pub mod sandbox_cmd;
 
 /// True when `/proc/self/status` says this process has exactly one thread.

@@ -300,3 +300,25 @@ pub fn models_rm(model: &str) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+pub fn llama_install(binary: &Path) -> anyhow::Result<i32> {
+    use sha2::Digest as _;
+    let paths = Paths::from_env()?;
+    let (bin, sum) = crate::daemon::llama::install_paths(&paths);
+    let dir = bin.parent().context("the install path has no directory")?;
+    crate::paths::ensure_private_dir(&paths.data)
+        .or_else(|_| crate::paths::ensure_traversable_dir(&paths.data))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        bail!("{} is not an ELF binary: give the llama-server that deploy/install-llama.sh built", binary.display());
+    }
+    let tmp = dir.join(".llama-server.tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::rename(&tmp, &bin)?;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    std::fs::write(&sum, format!("{digest}  llama-server\n"))?;
+    println!("installed {} (sha256 {digest})", bin.display());
+    Ok(0)
+}

@@ -69,6 +69,10 @@ impl Pool {
         self.ready.notify_one();
     }
 
+    fn remove(&self, cap: CapId) {
+        self.idle.borrow_mut().retain(|(c, _)| *c != cap);
+    }
+
     async fn take(&self) -> Result<(CapId, UnixStream), ServiceError> {
         if let Some(c) = self.idle.borrow_mut().pop_front() {
             return Ok(c);
@@ -139,7 +143,8 @@ async fn run(started: component::Started) -> i32 {
                 }
             },
             // The broker already shut the channel; whoever uses it sees EOF.
-            BrokerMsg::Revoke(_) => {}
+            // An idle llama-server connection is dropped from the pool now.
+            BrokerMsg::Revoke(cap) => w.pool.remove(cap),
             BrokerMsg::Ping { .. } | BrokerMsg::Run { .. } => {}
             BrokerMsg::Shutdown => return 0,
         }
@@ -293,25 +298,43 @@ async fn infer_one(
     out: &mpsc::UnboundedSender<ReasoningResponse>,
 ) -> ReasoningResponse {
     let fail = |error| ReasoningResponse::Error { id, error };
-    let (cap, mut conn) = match w.pool.take().await {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0;
+    let (r, conn, mut spent) = loop {
+        attempt += 1;
+        let (cap, mut conn) = match w.pool.take().await {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        let spent = Spent {
+            w: w.clone(),
+            cap,
+            armed: true,
+        };
+        let mut streamed = false;
+        let left = deadline.saturating_sub(started.elapsed());
+        let r = tokio::time::timeout(
+            left,
+            llama::infer(&mut conn, input, params, |t: &str| {
+                streamed = true;
+                let _ = out.send(ReasoningResponse::Token {
+                    id,
+                    text: t.to_string(),
+                });
+            }),
+        )
+        .await;
+        // A connection to a llama-server that has since been replaced fails
+        // before any token: drop it and try one fresh connection.
+        if let Ok(Err(e)) = &r {
+            if !streamed && attempt == 1 && e.service_error() == ServiceError::ModelServerFailed {
+                drop(spent);
+                continue;
+            }
+        }
+        break (r, conn, spent);
     };
-    let mut spent = Spent {
-        w: w.clone(),
-        cap,
-        armed: true,
-    };
-    let r = tokio::time::timeout(
-        deadline,
-        llama::infer(&mut conn, input, params, |t: &str| {
-            let _ = out.send(ReasoningResponse::Token {
-                id,
-                text: t.to_string(),
-            });
-        }),
-    )
-    .await;
+    let cap = spent.cap;
     let resp = match r {
         Ok(Ok(done)) => {
             if done.keep_alive {

@@ -55,8 +55,16 @@ pub fn expected_for(profile: ProfileName, broker_seccomp_filters: u32, fds: &[i3
     fds.dedup();
     Expected {
         seccomp_filters: broker_seccomp_filters.saturating_add(1),
-        fresh_namespaces: profile.fresh_namespaces().into_iter().map(String::from).collect(),
-        shared_namespaces: profile.shared_namespaces().into_iter().map(String::from).collect(),
+        fresh_namespaces: profile
+            .fresh_namespaces()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        shared_namespaces: profile
+            .shared_namespaces()
+            .into_iter()
+            .map(String::from)
+            .collect(),
         fds,
     }
 }
@@ -69,7 +77,9 @@ pub fn own_seccomp_filters() -> Result<u32, SandboxError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(field(&text, "Seccomp_filters").and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(field(&text, "Seccomp_filters")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
@@ -79,7 +89,12 @@ fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-fn fail(pid: i32, check: impl Into<String>, found: impl ToString, expected: impl ToString) -> SandboxError {
+fn fail(
+    pid: i32,
+    check: impl Into<String>,
+    found: impl ToString,
+    expected: impl ToString,
+) -> SandboxError {
     SandboxError::Attestation {
         pid,
         check: check.into(),
@@ -99,15 +114,27 @@ fn ns_inode(link: &Path, pid: i32) -> Result<u64, SandboxError> {
     s.split_once(":[")
         .and_then(|(_, rest)| rest.strip_suffix(']'))
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| fail(pid, format!("namespace link {}", link.display()), s, "name:[inode]"))
+        .ok_or_else(|| {
+            fail(
+                pid,
+                format!("namespace link {}", link.display()),
+                s,
+                "name:[inode]",
+            )
+        })
 }
 
 /// Check a child from the outside. `Err` names the first failed check.
-pub fn attest(pidfd: BorrowedFd<'_>, pid: i32, expected: &Expected) -> Result<AttestReport, SandboxError> {
+pub fn attest(
+    pidfd: BorrowedFd<'_>,
+    pid: i32,
+    expected: &Expected,
+) -> Result<AttestReport, SandboxError> {
     let proc_path = PathBuf::from(format!("/proc/{pid}"));
     let read_err = |path: PathBuf| move |source| SandboxError::AttestRead { pid, path, source };
     let proc_dir = std::fs::File::open(&proc_path).map_err(read_err(proc_path.clone()))?;
-    crate::sys::pidfd_send_signal0(pidfd.as_raw_fd()).map_err(|e| fail(pid, "pidfd names a live process", e, "alive"))?;
+    crate::sys::pidfd_send_signal0(pidfd.as_raw_fd())
+        .map_err(|e| fail(pid, "pidfd names a live process", e, "alive"))?;
     // Every path below goes through the descriptor opened above.
     let base = PathBuf::from(format!("/proc/self/fd/{}", proc_dir.as_raw_fd()));
 
@@ -129,15 +156,18 @@ pub fn attest(pidfd: BorrowedFd<'_>, pid: i32, expected: &Expected) -> Result<At
         let path = task_dir.join(tid).join("status");
         let status = std::fs::read_to_string(&path).map_err(read_err(path.clone()))?;
         let get = |name: &str| -> Result<&str, SandboxError> {
-            field(&status, name).ok_or_else(|| fail(pid, format!("task {tid} {name}"), "missing", "present"))
+            field(&status, name)
+                .ok_or_else(|| fail(pid, format!("task {tid} {name}"), "missing", "present"))
         };
         let num = |name: &str| -> Result<u64, SandboxError> {
             let v = get(name)?;
-            v.parse::<u64>().map_err(|_| fail(pid, format!("task {tid} {name}"), v, "a number"))
+            v.parse::<u64>()
+                .map_err(|_| fail(pid, format!("task {tid} {name}"), v, "a number"))
         };
         let hex = |name: &str| -> Result<u64, SandboxError> {
             let v = get(name)?;
-            u64::from_str_radix(v, 16).map_err(|_| fail(pid, format!("task {tid} {name}"), v, "hex"))
+            u64::from_str_radix(v, 16)
+                .map_err(|_| fail(pid, format!("task {tid} {name}"), v, "hex"))
         };
         let nnp = num("NoNewPrivs")?;
         if nnp != 1 {
@@ -149,37 +179,73 @@ pub fn attest(pidfd: BorrowedFd<'_>, pid: i32, expected: &Expected) -> Result<At
         }
         let filters = num("Seccomp_filters")?;
         if filters != u64::from(expected.seccomp_filters) {
-            return Err(fail(pid, format!("task {tid} Seccomp_filters"), filters, expected.seccomp_filters));
+            return Err(fail(
+                pid,
+                format!("task {tid} Seccomp_filters"),
+                filters,
+                expected.seccomp_filters,
+            ));
         }
         let mut capv = [0u64; 5];
-        for (i, name) in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().enumerate() {
+        for (i, name) in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+            .iter()
+            .enumerate()
+        {
             let v = hex(name)?;
             if v != 0 {
-                return Err(fail(pid, format!("task {tid} {name}"), format!("{v:016x}"), "0000000000000000"));
+                return Err(fail(
+                    pid,
+                    format!("task {tid} {name}"),
+                    format!("{v:016x}"),
+                    "0000000000000000",
+                ));
             }
             capv[i] = v;
         }
         // Real, effective, saved and filesystem uid as the host sees them
         // (the broker reads /proc from the host user namespace).
-        let uids: Vec<u32> = get("Uid")?.split_whitespace().filter_map(|u| u.parse().ok()).collect();
+        let uids: Vec<u32> = get("Uid")?
+            .split_whitespace()
+            .filter_map(|u| u.parse().ok())
+            .collect();
         if uids.len() != 4 || uids.contains(&0) {
-            return Err(fail(pid, format!("task {tid} Uid"), format!("{uids:?}"), "four non-zero host uids"));
+            return Err(fail(
+                pid,
+                format!("task {tid} Uid"),
+                format!("{uids:?}"),
+                "four non-zero host uids",
+            ));
         }
         report.no_new_privs = true;
         report.seccomp_mode = 2;
         report.seccomp_filters = expected.seccomp_filters;
-        [report.cap_inh, report.cap_prm, report.cap_eff, report.cap_bnd, report.cap_amb] = capv;
+        [
+            report.cap_inh,
+            report.cap_prm,
+            report.cap_eff,
+            report.cap_bnd,
+            report.cap_amb,
+        ] = capv;
         report.host_uid = uids[0];
     }
 
-    let mut names: Vec<&String> = expected.fresh_namespaces.iter().chain(&expected.shared_namespaces).collect();
+    let mut names: Vec<&String> = expected
+        .fresh_namespaces
+        .iter()
+        .chain(&expected.shared_namespaces)
+        .collect();
     names.sort();
     names.dedup();
     for ns in names {
         let theirs = ns_inode(&base.join("ns").join(ns), pid)?;
         let ours = ns_inode(&Path::new("/proc/self/ns").join(ns), pid)?;
         if expected.fresh_namespaces.contains(ns) && theirs == ours {
-            return Err(fail(pid, format!("{ns} namespace is fresh"), format!("shared ({theirs})"), "different from the broker's"));
+            return Err(fail(
+                pid,
+                format!("{ns} namespace is fresh"),
+                format!("shared ({theirs})"),
+                "different from the broker's",
+            ));
         }
         if expected.shared_namespaces.contains(ns) && theirs != ours {
             return Err(fail(pid, format!("{ns} namespace is shared"), theirs, ours));
@@ -190,18 +256,27 @@ pub fn attest(pidfd: BorrowedFd<'_>, pid: i32, expected: &Expected) -> Result<At
     let fd_dir = base.join("fd");
     let mut fds: Vec<i32> = std::fs::read_dir(&fd_dir)
         .map_err(read_err(fd_dir.clone()))?
-        .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().and_then(|s| s.parse().ok())))
+        .filter_map(|e| {
+            e.ok()
+                .and_then(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        })
         .collect();
     fds.sort_unstable();
     let mut want = expected.fds.clone();
     want.sort_unstable();
     if fds != want {
-        return Err(fail(pid, "fd table", format!("{fds:?}"), format!("{want:?}")));
+        return Err(fail(
+            pid,
+            "fd table",
+            format!("{fds:?}"),
+            format!("{want:?}"),
+        ));
     }
     report.fds = fds;
 
     // Still the same, live process at the end of the reads.
-    crate::sys::pidfd_send_signal0(pidfd.as_raw_fd()).map_err(|e| fail(pid, "pidfd names a live process", e, "alive"))?;
+    crate::sys::pidfd_send_signal0(pidfd.as_raw_fd())
+        .map_err(|e| fail(pid, "pidfd names a live process", e, "alive"))?;
     Ok(report)
 }
 
@@ -213,11 +288,30 @@ mod tests {
     fn expected_for_profiles() {
         let w = expected_for(ProfileName::ReasoningWorker, 0, &[3, 0, 1, 2, 3]);
         assert_eq!(
-            (w.seccomp_filters, w.fresh_namespaces, w.shared_namespaces, w.fds),
-            (1, vec!["user".to_string(), "mnt".into(), "ipc".into(), "uts".into(), "net".into()], vec![], vec![0, 1, 2, 3])
+            (
+                w.seccomp_filters,
+                w.fresh_namespaces,
+                w.shared_namespaces,
+                w.fds
+            ),
+            (
+                1,
+                vec![
+                    "user".to_string(),
+                    "mnt".into(),
+                    "ipc".into(),
+                    "uts".into(),
+                    "net".into()
+                ],
+                vec![],
+                vec![0, 1, 2, 3]
+            )
         );
         let g = expected_for(ProfileName::EgressGateway, 2, &[0, 1, 2]);
-        assert_eq!((g.seccomp_filters, g.shared_namespaces), (3, vec!["net".to_string()]));
+        assert_eq!(
+            (g.seccomp_filters, g.shared_namespaces),
+            (3, vec!["net".to_string()])
+        );
         assert!(!g.fresh_namespaces.contains(&"net".to_string()));
     }
 
@@ -229,8 +323,13 @@ mod tests {
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         assert!(raw >= 0);
         // SAFETY: raw was just returned by pidfd_open.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
-        let exp = expected_for(ProfileName::ReasoningWorker, own_seccomp_filters().unwrap(), &[0, 1, 2]);
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+        let exp = expected_for(
+            ProfileName::ReasoningWorker,
+            own_seccomp_filters().unwrap(),
+            &[0, 1, 2],
+        );
         let err = attest(std::os::fd::AsFd::as_fd(&fd), pid, &exp).unwrap_err();
         assert!(
             matches!(&err, SandboxError::Attestation { check, .. } if check.ends_with("NoNewPrivs") || check.ends_with("Seccomp")),

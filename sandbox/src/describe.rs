@@ -47,8 +47,15 @@ pub struct SeccompDescription {
     pub exec_sha256: String,
 }
 
+/// Read paths (with is-dir), write dirs, exec paths (with grant).
+type Placeholders = (
+    Vec<(String, Option<bool>)>,
+    Vec<String>,
+    Vec<(String, Grant)>,
+);
+
 /// Paths given at spawn are shown as placeholders.
-fn placeholders(profile: ProfileName, exec: bool) -> (Vec<(String, Option<bool>)>, Vec<String>, Vec<(String, Grant)>) {
+fn placeholders(profile: ProfileName, exec: bool) -> Placeholders {
     let (read, write): (Vec<&str>, Vec<&str>) = match profile {
         ProfileName::ReasoningWorker => (vec![], vec![]),
         ProfileName::Executor => (vec![], vec!["<spool>"]),
@@ -83,7 +90,9 @@ pub fn describe(profile: ProfileName, exec: bool) -> ProfileDescription {
     let shown_abi = landlock_rules::crate_abi(i32::MAX);
     let (read, write, exec_paths) = placeholders(profile, exec);
     let rules = landlock_rules::plan(profile, &read, &write, &exec_paths, shown_abi);
-    let hash = |exec| seccomp::sha256(profile, exec).unwrap_or_else(|e: SandboxError| format!("unavailable: {e}"));
+    let hash = |exec| {
+        seccomp::sha256(profile, exec).unwrap_or_else(|e: SandboxError| format!("unavailable: {e}"))
+    };
     let base_sha256 = hash(false);
     let exec_sha256 = hash(true);
     ProfileDescription {

@@ -64,11 +64,14 @@ pub struct Problem {
 const FIX_LANDLOCK: &str = "boot a kernel with CONFIG_SECURITY_LANDLOCK=y and 'landlock' in the lsm= list, or waive landlock in policy (the mount namespace and seccomp still confine the filesystem)";
 const FIX_USERNS: &str = "allow unprivileged user namespaces: sysctl -w user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1; on Ubuntu 24.04+ install an AppArmor profile granting 'userns' to flow or set kernel.apparmor_restrict_unprivileged_userns=0; in a container run with a seccomp profile that allows unshare/clone of user namespaces";
 const FIX_SECCOMP: &str = "use a kernel built with CONFIG_SECCOMP_FILTER=y";
-const FIX_LANDLOCK_NET: &str = "upgrade to linux 6.7+ (landlock ABI 4) so TCP connect/bind are restricted by landlock too";
+const FIX_LANDLOCK_NET: &str =
+    "upgrade to linux 6.7+ (landlock ABI 4) so TCP connect/bind are restricted by landlock too";
 const FIX_LANDLOCK_SCOPE: &str = "upgrade to linux 6.12+ (landlock ABI 6) so abstract unix sockets and signals are scoped to the sandbox";
 
 fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn status_field(name: &str) -> u32 {
@@ -90,7 +93,14 @@ fn container_hints() -> ContainerHints {
         ..ContainerHints::default()
     };
     if let Some(cg) = read_trim("/proc/1/cgroup") {
-        for m in ["docker", "kubepods", "containerd", "lxc", "libpod", "podman"] {
+        for m in [
+            "docker",
+            "kubepods",
+            "containerd",
+            "lxc",
+            "libpod",
+            "podman",
+        ] {
             if cg.contains(m) {
                 h.cgroup_markers.push(m.to_string());
             }
@@ -143,7 +153,10 @@ fn in_child(f: fn() -> i32) -> Probe {
 }
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(255).clamp(1, 255)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(255)
+        .clamp(1, 255)
 }
 
 /// Child: become the sandbox uid when root (as `enter` does), then create a
@@ -184,7 +197,13 @@ fn probe_seccomp() -> i32 {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             return errno();
         }
-        if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) < 0 {
+        if libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        ) < 0
+        {
             return errno();
         }
     }
@@ -229,7 +248,9 @@ fn problems_for(profile: ProfileName, abi: i32, userns: &Probe, seccomp: &Probe)
             v.push(Problem {
                 layer: "landlock",
                 fails_closed: false,
-                detail: format!("landlock ABI {abi} cannot scope abstract unix sockets and signals"),
+                detail: format!(
+                    "landlock ABI {abi} cannot scope abstract unix sockets and signals"
+                ),
                 fix: FIX_LANDLOCK_SCOPE,
             });
         }
@@ -258,8 +279,11 @@ pub fn host_report() -> HostReport {
         landlock_abi: abi,
         seccomp_filter_available: seccomp,
         unprivileged_userns_clone: read_trim("/proc/sys/kernel/unprivileged_userns_clone"),
-        max_user_namespaces: read_trim("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse().ok()),
-        apparmor_restrict_unprivileged_userns: read_trim("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+        max_user_namespaces: read_trim("/proc/sys/user/max_user_namespaces")
+            .and_then(|s| s.parse().ok()),
+        apparmor_restrict_unprivileged_userns: read_trim(
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+        ),
         container: container_hints(),
         outer_seccomp_mode: status_field("Seccomp"),
         outer_seccomp_filters: status_field("Seccomp_filters"),
@@ -273,7 +297,9 @@ pub fn host_report() -> HostReport {
 pub fn preflight(profile: ProfileName, waivers: &Waivers) -> Result<(), SandboxError> {
     let seccomp = in_child(probe_seccomp);
     if !seccomp.ok {
-        return Err(SandboxError::SeccompUnavailable { detail: seccomp.detail });
+        return Err(SandboxError::SeccompUnavailable {
+            detail: seccomp.detail,
+        });
     }
     let userns = in_child(probe_userns);
     if !userns.ok {
@@ -299,15 +325,30 @@ mod tests {
         // user namespaces; a regression in a probe shows here.
         let r = host_report();
         assert!(r.landlock_abi >= 6, "{r:?}");
-        assert_eq!(r.userns_probe, Probe { ok: true, errno: 0, detail: "ok".into() });
+        assert_eq!(
+            r.userns_probe,
+            Probe {
+                ok: true,
+                errno: 0,
+                detail: "ok".into()
+            }
+        );
         assert!(r.seccomp_filter_available.ok);
-        assert!(r.profiles.iter().all(|p| p.ready && p.problems.is_empty()), "{:?}", r.profiles);
+        assert!(
+            r.profiles.iter().all(|p| p.ready && p.problems.is_empty()),
+            "{:?}",
+            r.profiles
+        );
         preflight(ProfileName::ReasoningWorker, &Waivers::default()).unwrap();
     }
 
     #[test]
     fn missing_landlock_fails_closed_with_a_fix() {
-        let ok = Probe { ok: true, errno: 0, detail: "ok".into() };
+        let ok = Probe {
+            ok: true,
+            errno: 0,
+            detail: "ok".into(),
+        };
         let p = problems_for(ProfileName::Executor, 0, &ok, &ok);
         assert_eq!(p.len(), 1);
         assert!(p[0].fails_closed && p[0].layer == "landlock" && p[0].fix == FIX_LANDLOCK);

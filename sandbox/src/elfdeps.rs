@@ -74,13 +74,19 @@ fn elf_err(path: &Path, reason: impl Into<String>) -> SandboxError {
 }
 
 fn u16_at(d: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(off..off.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        d.get(off..off.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn u32_at(d: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        d.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn u64_at(d: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        d.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn cstr_at(d: &[u8], off: usize) -> Option<String> {
@@ -135,7 +141,8 @@ fn parse(path: &Path, d: &[u8]) -> Result<Parsed, SandboxError> {
     };
     let mut out = Parsed::default();
     if let Some(ph) = phdrs.iter().find(|p| p.p_type == PT_INTERP) {
-        let raw = slice(ph.offset, ph.filesz).ok_or_else(|| elf_err(path, "PT_INTERP is out of bounds"))?;
+        let raw = slice(ph.offset, ph.filesz)
+            .ok_or_else(|| elf_err(path, "PT_INTERP is out of bounds"))?;
         let s = cstr_at(raw, 0).ok_or_else(|| elf_err(path, "PT_INTERP is not a string"))?;
         out.interp = Some(s);
     }
@@ -166,7 +173,8 @@ fn parse(path: &Path, d: &[u8]) -> Result<Parsed, SandboxError> {
         .find(|p| strtab_vaddr >= p.vaddr && strtab_vaddr - p.vaddr < p.filesz)
         .map(|p| strtab_vaddr - p.vaddr + p.offset)
         .ok_or_else(|| elf_err(path, "DT_STRTAB is not inside a loaded segment"))?;
-    let strtab = slice(strtab_off, strsz).ok_or_else(|| elf_err(path, "DT_STRTAB is out of bounds"))?;
+    let strtab =
+        slice(strtab_off, strsz).ok_or_else(|| elf_err(path, "DT_STRTAB is out of bounds"))?;
     let string = |v: u64| -> Result<String, SandboxError> {
         usize::try_from(v)
             .ok()
@@ -185,7 +193,10 @@ fn parse(path: &Path, d: &[u8]) -> Result<Parsed, SandboxError> {
 }
 
 fn split_path_list(s: &str) -> Vec<String> {
-    s.split(':').filter(|p| !p.is_empty()).map(str::to_string).collect()
+    s.split(':')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `$ORIGIN` / `${ORIGIN}` is the directory of the object as the loader found
@@ -255,7 +266,10 @@ pub fn resolve(exec: &Path) -> Result<ElfDeps, SandboxError> {
     // The executable's DT_RPATH applies to every object without DT_RUNPATH.
     let exe_dir = exec.parent().unwrap_or(Path::new("/")).to_path_buf();
     let exe_rpath: Vec<PathBuf> = if root.runpath.is_empty() {
-        root.rpath.iter().filter_map(|e| expand_origin(e, &exe_dir)).collect()
+        root.rpath
+            .iter()
+            .filter_map(|e| expand_origin(e, &exe_dir))
+            .collect()
     } else {
         Vec::new()
     };
@@ -281,15 +295,24 @@ pub fn resolve(exec: &Path) -> Result<ElfDeps, SandboxError> {
             continue;
         }
         if found.len() >= MAX_LIBRARIES {
-            return Err(elf_err(exec, format!("more than {MAX_LIBRARIES} libraries")));
+            return Err(elf_err(
+                exec,
+                format!("more than {MAX_LIBRARIES} libraries"),
+            ));
         }
         let candidates: Vec<PathBuf> = if name.contains('/') {
             vec![PathBuf::from(&name)]
         } else {
             dirs.iter().map(|d| d.join(&name)).collect()
         };
-        let Some(target) = candidates.into_iter().find(|c| c.is_file() && is_x86_64_elf(c)) else {
-            return Err(elf_err(exec, format!("library {name} not found in {dirs:?}")));
+        let Some(target) = candidates
+            .into_iter()
+            .find(|c| c.is_file() && is_x86_64_elf(c))
+        else {
+            return Err(elf_err(
+                exec,
+                format!("library {name} not found in {dirs:?}"),
+            ));
         };
         let source = std::fs::canonicalize(&target).map_err(|source| SandboxError::Path {
             op: "resolve library",
@@ -325,7 +348,10 @@ mod tests {
         assert_eq!(interp.target, PathBuf::from("/lib64/ld-linux-x86-64.so.2"));
         assert!(interp.source.is_file());
         let targets: Vec<_> = deps.libraries.iter().map(|b| b.target.clone()).collect();
-        assert_eq!(targets, vec![PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")]);
+        assert_eq!(
+            targets,
+            vec![PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")]
+        );
     }
 
     #[test]

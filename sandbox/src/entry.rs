@@ -64,11 +64,23 @@ impl std::fmt::Display for Applied {
         if let Some(h) = &self.exec_filter_sha256 {
             writeln!(f, "exec filter sha256: {h}")?;
         }
-        writeln!(f, "installed filter sha256: {}", self.installed_filter_sha256)?;
+        writeln!(
+            f,
+            "installed filter sha256: {}",
+            self.installed_filter_sha256
+        )?;
         if self.landlock.waived {
-            writeln!(f, "landlock: WAIVED (kernel ABI {})", self.landlock.kernel_abi)?;
+            writeln!(
+                f,
+                "landlock: WAIVED (kernel ABI {})",
+                self.landlock.kernel_abi
+            )?;
         } else {
-            writeln!(f, "landlock: ABI {} (kernel {})", self.landlock.abi, self.landlock.kernel_abi)?;
+            writeln!(
+                f,
+                "landlock: ABI {} (kernel {})",
+                self.landlock.abi, self.landlock.kernel_abi
+            )?;
         }
         for r in &self.landlock.rules {
             writeln!(f, "  rule {}: {}", r.path, r.rights.join("|"))?;
@@ -81,37 +93,51 @@ impl std::fmt::Display for Applied {
             writeln!(f, "rlimit {}: {}", r.name, r.value)?;
         }
         for m in &self.mounts {
-            writeln!(f, "mount {} <- {} ({})", m.target.display(), m.source.display(), m.options)?;
+            writeln!(
+                f,
+                "mount {} <- {} ({})",
+                m.target.display(),
+                m.source.display(),
+                m.options
+            )?;
         }
         writeln!(f, "fds: {:?}", self.fds)?;
-        write!(f, "waivers: {}", if self.waivers.is_empty() { "none".to_string() } else { self.waivers.join(",") })
+        write!(
+            f,
+            "waivers: {}",
+            if self.waivers.is_empty() {
+                "none".to_string()
+            } else {
+                self.waivers.join(",")
+            }
+        )
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MountKind {
     /// read_paths: read-only, no exec, no suid, no devices
-    ReadOnly,
+    Data,
     /// the exec allowance, its interpreter and libraries: read-only, exec
-    ReadExec,
+    Exec,
     /// write_dirs: read-write, no exec
-    ReadWrite,
+    Writable,
 }
 
 impl MountKind {
     fn attrs(self) -> u64 {
         let base = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         match self {
-            MountKind::ReadOnly => base | sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOEXEC,
-            MountKind::ReadExec => base | sys::MOUNT_ATTR_RDONLY,
-            MountKind::ReadWrite => base | sys::MOUNT_ATTR_NOEXEC,
+            MountKind::Data => base | sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOEXEC,
+            MountKind::Exec => base | sys::MOUNT_ATTR_RDONLY,
+            MountKind::Writable => base | sys::MOUNT_ATTR_NOEXEC,
         }
     }
     fn options(self) -> &'static str {
         match self {
-            MountKind::ReadOnly => "ro,nosuid,nodev,noexec",
-            MountKind::ReadExec => "ro,nosuid,nodev",
-            MountKind::ReadWrite => "rw,nosuid,nodev,noexec",
+            MountKind::Data => "ro,nosuid,nodev,noexec",
+            MountKind::Exec => "ro,nosuid,nodev",
+            MountKind::Writable => "rw,nosuid,nodev,noexec",
         }
     }
 }
@@ -190,7 +216,8 @@ pub fn enter(spec: &Spec) -> Result<Applied, SandboxError> {
 
     // 5. Namespaces, then the empty read-only root holding the declared paths.
     let keeps_net = spec.profile.keeps_host_net();
-    let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut flags =
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if !keeps_net {
         flags |= libc::CLONE_NEWNET;
     }
@@ -242,22 +269,29 @@ pub fn enter(spec: &Spec) -> Result<Applied, SandboxError> {
     drop_capabilities()?;
 
     // 8. no_new_privs: execve can never grant privileges again.
-    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(step_err("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+        .map_err(step_err("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)"))?;
 
     // 9. Landlock, from the in-sandbox paths (same paths and inodes as the
     //    host's, through the bind mounts of step 5).
     let read_paths: Vec<PathBuf> = mounts
         .iter()
-        .filter(|m| m.kind == MountKind::ReadOnly)
+        .filter(|m| m.kind == MountKind::Data)
         .map(|m| m.target.clone())
         .collect();
     let write_dirs: Vec<PathBuf> = mounts
         .iter()
-        .filter(|m| m.kind == MountKind::ReadWrite)
+        .filter(|m| m.kind == MountKind::Writable)
         .map(|m| m.target.clone())
         .collect();
     let exec_paths = exec_grants(&mounts);
-    let landlock = landlock_rules::apply(spec.profile, &read_paths, &write_dirs, &exec_paths, &spec.waivers)?;
+    let landlock = landlock_rules::apply(
+        spec.profile,
+        &read_paths,
+        &write_dirs,
+        &exec_paths,
+        &spec.waivers,
+    )?;
 
     // 10. The seccomp allowlist: last, because the steps above need syscalls
     //     it refuses.
@@ -331,7 +365,8 @@ pub fn exec_allowed(path: &Path, args: &[std::ffi::OsString]) -> SandboxError {
 }
 
 fn own_threads() -> Result<u32, SandboxError> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(path_err("read", Path::new("/proc/self/status")))?;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(path_err("read", Path::new("/proc/self/status")))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
@@ -415,7 +450,8 @@ fn write_id_maps(uid: u32, gid: u32, switched: bool) -> Result<(), SandboxError>
     // After a uid change the kernel marks the process non-dumpable, which
     // makes /proc/self/* root-owned and the maps unwritable for the new uid.
     if switched {
-        sys::prctl(libc::PR_SET_DUMPABLE, 1).map_err(step_err("namespaces", "prctl(PR_SET_DUMPABLE)"))?;
+        sys::prctl(libc::PR_SET_DUMPABLE, 1)
+            .map_err(step_err("namespaces", "prctl(PR_SET_DUMPABLE)"))?;
     }
     let write = |path: &'static str, data: String| -> Result<(), SandboxError> {
         std::fs::write(path, data).map_err(path_err("write", Path::new(path)))
@@ -427,7 +463,8 @@ fn write_id_maps(uid: u32, gid: u32, switched: bool) -> Result<(), SandboxError>
         // Back to non-dumpable: other processes of the run_as uid (nobody)
         // must not ptrace or read the memory of a sandboxed process. The root
         // broker can still attest it.
-        sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(step_err("namespaces", "prctl(PR_SET_DUMPABLE)"))?;
+        sys::prctl(libc::PR_SET_DUMPABLE, 0)
+            .map_err(step_err("namespaces", "prctl(PR_SET_DUMPABLE)"))?;
     }
     Ok(())
 }
@@ -439,7 +476,11 @@ fn check_declared(path: &Path) -> Result<(), SandboxError> {
             reason: "sandbox paths must be absolute",
         });
     }
-    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) || path == Path::new("/") {
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || path == Path::new("/")
+    {
         return Err(SandboxError::InvalidPath {
             path: path.to_path_buf(),
             reason: "sandbox paths must not be '/' or contain '.' or '..'",
@@ -450,10 +491,14 @@ fn check_declared(path: &Path) -> Result<(), SandboxError> {
 
 fn plan_mounts(spec: &Spec) -> Result<Vec<MountEntry>, SandboxError> {
     let mut out: Vec<MountEntry> = Vec::new();
-    let mut add = |target: PathBuf, source: PathBuf, kind: MountKind, execute: bool| -> Result<(), SandboxError> {
+    let mut add = |target: PathBuf,
+                   source: PathBuf,
+                   kind: MountKind,
+                   execute: bool|
+     -> Result<(), SandboxError> {
         check_declared(&target)?;
         let meta = std::fs::metadata(&source).map_err(path_err("stat", &source))?;
-        if kind == MountKind::ReadWrite && !meta.is_dir() {
+        if kind == MountKind::Writable && !meta.is_dir() {
             return Err(SandboxError::InvalidPath {
                 path: target,
                 reason: "write_dirs entries must be directories",
@@ -478,10 +523,10 @@ fn plan_mounts(spec: &Spec) -> Result<Vec<MountEntry>, SandboxError> {
         Ok(())
     };
     for p in &spec.read_paths {
-        add(p.clone(), p.clone(), MountKind::ReadOnly, false)?;
+        add(p.clone(), p.clone(), MountKind::Data, false)?;
     }
     for p in &spec.write_dirs {
-        add(p.clone(), p.clone(), MountKind::ReadWrite, false)?;
+        add(p.clone(), p.clone(), MountKind::Writable, false)?;
     }
     if let Some(exec) = &spec.exec {
         check_declared(exec)?;
@@ -492,13 +537,13 @@ fn plan_mounts(spec: &Spec) -> Result<Vec<MountEntry>, SandboxError> {
                 reason: "the exec allowance must be a regular file",
             });
         }
-        add(exec.clone(), exec.clone(), MountKind::ReadExec, true)?;
+        add(exec.clone(), exec.clone(), MountKind::Exec, true)?;
         let deps = elfdeps::resolve(exec)?;
         if let Some(i) = deps.interpreter {
-            add(i.target, i.source, MountKind::ReadExec, true)?;
+            add(i.target, i.source, MountKind::Exec, true)?;
         }
         for l in deps.libraries {
-            add(l.target, l.source, MountKind::ReadExec, false)?;
+            add(l.target, l.source, MountKind::Exec, false)?;
         }
     }
     // A mount point cannot be created inside another (read-only) bind mount.
@@ -521,7 +566,8 @@ fn clone_trees(mounts: &[MountEntry]) -> Result<Vec<OwnedFd>, SandboxError> {
         .iter()
         .map(|m| {
             let fd = sys::open_tree_clone(&m.source).map_err(path_err("open_tree", &m.source))?;
-            sys::mount_setattr_tree(fd.as_raw_fd(), m.kind.attrs()).map_err(path_err("mount_setattr", &m.source))?;
+            sys::mount_setattr_tree(fd.as_raw_fd(), m.kind.attrs())
+                .map_err(path_err("mount_setattr", &m.source))?;
             Ok(fd)
         })
         .collect()
@@ -531,8 +577,14 @@ fn clone_trees(mounts: &[MountEntry]) -> Result<Vec<OwnedFd>, SandboxError> {
 /// paths, pivoted to, with the old root detached and the tmpfs read-only.
 fn build_root(mounts: &[MountEntry], trees: Option<Vec<OwnedFd>>) -> Result<(), SandboxError> {
     const STEP: &str = "mount namespace";
-    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .map_err(step_err(STEP, "mount(/, MS_REC|MS_PRIVATE)"))?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(step_err(STEP, "mount(/, MS_REC|MS_PRIVATE)"))?;
     // Clone before the tmpfs covers NEW_ROOT (a declared path may lie there).
     let trees = match trees {
         Some(t) => t,
@@ -551,7 +603,8 @@ fn build_root(mounts: &[MountEntry], trees: Option<Vec<OwnedFd>>) -> Result<(), 
         let rel = m.target.strip_prefix("/").unwrap_or(&m.target);
         let point = root.join(rel);
         if let Some(parent) = point.parent() {
-            std::fs::create_dir_all(parent).map_err(path_err("create mount point parent", parent))?;
+            std::fs::create_dir_all(parent)
+                .map_err(path_err("create mount point parent", parent))?;
         }
         if m.is_dir {
             std::fs::create_dir(&point).map_err(path_err("create mount point", &point))?;
@@ -569,7 +622,12 @@ fn build_root(mounts: &[MountEntry], trees: Option<Vec<OwnedFd>>) -> Result<(), 
         None,
         Path::new("/"),
         None,
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
         None,
     )
     .map_err(step_err(STEP, "mount(/, MS_REMOUNT|MS_RDONLY)"))?;
@@ -578,7 +636,12 @@ fn build_root(mounts: &[MountEntry], trees: Option<Vec<OwnedFd>>) -> Result<(), 
 
 fn drop_capabilities() -> Result<(), SandboxError> {
     use caps::CapSet;
-    let cerr = |set: &'static str| move |e: caps::errors::CapsError| SandboxError::Capabilities { set, detail: e.to_string() };
+    let cerr = |set: &'static str| {
+        move |e: caps::errors::CapsError| SandboxError::Capabilities {
+            set,
+            detail: e.to_string(),
+        }
+    };
     caps::clear(None, CapSet::Bounding).map_err(cerr("bounding"))?;
     // Capabilities newer than the caps crate knows: drop by number until the
     // kernel says the number is past its last capability.
@@ -620,7 +683,16 @@ fn drop_capabilities() -> Result<(), SandboxError> {
 fn exec_grants(mounts: &[MountEntry]) -> Vec<(PathBuf, Grant)> {
     mounts
         .iter()
-        .filter(|m| m.kind == MountKind::ReadExec)
-        .map(|m| (m.target.clone(), if m.execute { Grant::Execute } else { Grant::Read }))
+        .filter(|m| m.kind == MountKind::Exec)
+        .map(|m| {
+            (
+                m.target.clone(),
+                if m.execute {
+                    Grant::Execute
+                } else {
+                    Grant::Read
+                },
+            )
+        })
         .collect()
 }

@@ -49,7 +49,9 @@ pub enum SandboxError {
     #[error("seccomp filter for profile {profile} could not be built: {detail}: this is a bug in flow-sandbox, report it")]
     SeccompBuild { profile: String, detail: String },
 
-    #[error("seccomp filter for profile {profile} could not be installed: {detail}: run 'flow doctor'")]
+    #[error(
+        "seccomp filter for profile {profile} could not be installed: {detail}: run 'flow doctor'"
+    )]
     SeccompInstall { profile: String, detail: String },
 
     #[error("seccomp is not available on this kernel ({detail}): run 'flow doctor'")]

@@ -109,7 +109,9 @@ fn abi_number(abi: ABI) -> i32 {
 pub fn connect_ports(profile: ProfileName) -> Vec<u16> {
     match profile {
         ProfileName::EgressGateway => Vec::new(),
-        ProfileName::ReasoningWorker | ProfileName::Executor | ProfileName::LlamaServer => Vec::new(),
+        ProfileName::ReasoningWorker | ProfileName::Executor | ProfileName::LlamaServer => {
+            Vec::new()
+        }
     }
 }
 
@@ -237,7 +239,9 @@ pub fn apply(
         .handle_access(handled_fs)
         .map_err(|e| ll_err("<ruleset>", &e))?;
     if !handled_net.is_empty() {
-        ruleset = ruleset.handle_access(handled_net).map_err(|e| ll_err("<ruleset>", &e))?;
+        ruleset = ruleset
+            .handle_access(handled_net)
+            .map_err(|e| ll_err("<ruleset>", &e))?;
     }
     if !scopes.is_empty() {
         ruleset = ruleset.scope(scopes).map_err(|e| ll_err("<ruleset>", &e))?;
@@ -265,7 +269,9 @@ pub fn apply(
             .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
             .map_err(|e| ll_err(&format!("tcp port {port}"), &e))?;
     }
-    let status = created.restrict_self().map_err(|e| ll_err("<restrict_self>", &e))?;
+    let status = created
+        .restrict_self()
+        .map_err(|e| ll_err("<restrict_self>", &e))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(SandboxError::LandlockPartial {
             status: format!("{:?}", status.ruleset),

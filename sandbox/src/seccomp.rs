@@ -74,24 +74,54 @@ pub const PROLOGUE: [&str; 2] = [
 ];
 
 fn eq(arg: u8, value: u64, text: &'static str) -> Cond {
-    Cond { arg, mask: u64::MAX, value, dword: true, text }
+    Cond {
+        arg,
+        mask: u64::MAX,
+        value,
+        dword: true,
+        text,
+    }
 }
 fn masked(arg: u8, mask: u64, value: u64, text: &'static str) -> Cond {
-    Cond { arg, mask, value, dword: false, text }
+    Cond {
+        arg,
+        mask,
+        value,
+        dword: false,
+        text,
+    }
 }
 fn dmasked(arg: u8, mask: u64, value: u64, text: &'static str) -> Cond {
-    Cond { arg, mask, value, dword: true, text }
+    Cond {
+        arg,
+        mask,
+        value,
+        dword: true,
+        text,
+    }
 }
 
 fn any(name: &'static str, nr: libc::c_long) -> Allow {
-    Allow { name, nr, when: Vec::new() }
+    Allow {
+        name,
+        nr,
+        when: Vec::new(),
+    }
 }
 fn when(name: &'static str, nr: libc::c_long, alts: Vec<Vec<Cond>>) -> Allow {
-    Allow { name, nr, when: alts }
+    Allow {
+        name,
+        nr,
+        when: alts,
+    }
 }
 /// Allowed when the argument equals one of `values`.
 fn one_of(name: &'static str, nr: libc::c_long, arg: u8, values: &[(u64, &'static str)]) -> Allow {
-    when(name, nr, values.iter().map(|(v, t)| vec![eq(arg, *v, t)]).collect())
+    when(
+        name,
+        nr,
+        values.iter().map(|(v, t)| vec![eq(arg, *v, t)]).collect(),
+    )
 }
 
 const P_WRITE: u64 = libc::PROT_WRITE as u64;
@@ -145,7 +175,11 @@ fn runtime() -> Vec<Allow> {
                 vec![dmasked(2, P_WRITE, 0, "prot has no PROT_WRITE")],
             ],
         ),
-        when("mprotect", SYS_mprotect, vec![vec![dmasked(2, P_EXEC, 0, "prot has no PROT_EXEC")]]),
+        when(
+            "mprotect",
+            SYS_mprotect,
+            vec![vec![dmasked(2, P_EXEC, 0, "prot has no PROT_EXEC")]],
+        ),
         any("munmap", SYS_munmap),
         any("mremap", SYS_mremap),
         any("madvise", SYS_madvise),
@@ -177,7 +211,12 @@ fn runtime() -> Vec<Allow> {
         when(
             "newfstatat",
             SYS_newfstatat,
-            vec![vec![dmasked(3, AT_EMPTY_PATH as u64, AT_EMPTY_PATH as u64, "flags has AT_EMPTY_PATH")]],
+            vec![vec![dmasked(
+                3,
+                AT_EMPTY_PATH as u64,
+                AT_EMPTY_PATH as u64,
+                "flags has AT_EMPTY_PATH",
+            )]],
         ),
         one_of(
             "fcntl",
@@ -197,32 +236,44 @@ fn runtime() -> Vec<Allow> {
             SYS_ioctl,
             1,
             &[
-                (FIONBIO as u64, "cmd == FIONBIO"),
-                (FIOCLEX as u64, "cmd == FIOCLEX"),
-                (FIONCLEX as u64, "cmd == FIONCLEX"),
-                (FIONREAD as u64, "cmd == FIONREAD"),
-                (TCGETS as u64, "cmd == TCGETS"),
+                (FIONBIO, "cmd == FIONBIO"),
+                (FIOCLEX, "cmd == FIOCLEX"),
+                (FIONCLEX, "cmd == FIONCLEX"),
+                (FIONREAD, "cmd == FIONREAD"),
+                (TCGETS, "cmd == TCGETS"),
             ],
         ),
         one_of(
             "prctl",
             SYS_prctl,
             0,
-            &[(PR_SET_NAME as u64, "option == PR_SET_NAME"), (PR_GET_NAME as u64, "option == PR_GET_NAME")],
+            &[
+                (PR_SET_NAME as u64, "option == PR_SET_NAME"),
+                (PR_GET_NAME as u64, "option == PR_GET_NAME"),
+            ],
         ),
         // Threads only: a new process (fork) or new namespaces are refused.
         when(
             "clone",
             SYS_clone,
             vec![vec![
-                masked(0, CLONE_THREAD_FLAGS, CLONE_THREAD_FLAGS, "flags has CLONE_VM|CLONE_THREAD|CLONE_SIGHAND"),
+                masked(
+                    0,
+                    CLONE_THREAD_FLAGS,
+                    CLONE_THREAD_FLAGS,
+                    "flags has CLONE_VM|CLONE_THREAD|CLONE_SIGHAND",
+                ),
                 masked(0, CLONE_NEW_MASK, 0, "flags has no CLONE_NEW*"),
             ]],
         ),
         // abort() raises SIGABRT on the calling thread. Signals to other
         // processes are refused by landlock's signal scope (ABI >= 6); the pid
         // is not embedded here so the filter hash is the same in every process.
-        when("tgkill", SYS_tgkill, vec![vec![eq(2, SIGABRT as u64, "sig == SIGABRT")]]),
+        when(
+            "tgkill",
+            SYS_tgkill,
+            vec![vec![eq(2, SIGABRT as u64, "sig == SIGABRT")]],
+        ),
     ]
 }
 
@@ -267,9 +318,19 @@ fn open_read_only() -> Allow {
         "openat",
         SYS_openat,
         vec![vec![
-            dmasked(2, O_ACCMODE as u64, O_RDONLY as u64, "(flags & O_ACCMODE) == O_RDONLY"),
+            dmasked(
+                2,
+                O_ACCMODE as u64,
+                O_RDONLY as u64,
+                "(flags & O_ACCMODE) == O_RDONLY",
+            ),
             dmasked(2, O_CREAT as u64, 0, "flags has no O_CREAT"),
-            dmasked(2, O_TMPFILE as u64 & !(O_DIRECTORY as u64), 0, "flags has no O_TMPFILE"),
+            dmasked(
+                2,
+                O_TMPFILE as u64 & !(O_DIRECTORY as u64),
+                0,
+                "flags has no O_TMPFILE",
+            ),
         ]],
     )
 }
@@ -322,8 +383,14 @@ fn egress_gateway() -> Vec<Allow> {
     let mut v = read_files();
     v.extend(socket_io());
     v.push(socket_of(
-        &[(AF_INET as u64, "domain == AF_INET"), (AF_INET6 as u64, "domain == AF_INET6")],
-        &[(SOCK_STREAM as u64, "type & 0xf == SOCK_STREAM"), (SOCK_DGRAM as u64, "type & 0xf == SOCK_DGRAM")],
+        &[
+            (AF_INET as u64, "domain == AF_INET"),
+            (AF_INET6 as u64, "domain == AF_INET6"),
+        ],
+        &[
+            (SOCK_STREAM as u64, "type & 0xf == SOCK_STREAM"),
+            (SOCK_DGRAM as u64, "type & 0xf == SOCK_DGRAM"),
+        ],
     ));
     // Landlock refuses TCP connect to every port the catalog has not granted.
     v.push(any("connect", SYS_connect));
@@ -355,7 +422,11 @@ fn llama_server() -> Vec<Allow> {
         any("dup3", SYS_dup3),
         any("sched_setaffinity", SYS_sched_setaffinity),
         any("getrusage", SYS_getrusage),
-        when("prlimit64", SYS_prlimit64, vec![vec![masked(2, u64::MAX, 0, "new_limit == NULL")]]),
+        when(
+            "prlimit64",
+            SYS_prlimit64,
+            vec![vec![masked(2, u64::MAX, 0, "new_limit == NULL")]],
+        ),
     ]);
     v
 }
@@ -379,8 +450,17 @@ fn exec_allowance() -> Vec<Allow> {
         any("uname", SYS_uname),
         any("fadvise64", SYS_fadvise64),
         any("set_tid_address", SYS_set_tid_address),
-        one_of("arch_prctl", SYS_arch_prctl, 0, &[(ARCH_SET_FS, "code == ARCH_SET_FS")]),
-        when("prlimit64", SYS_prlimit64, vec![vec![masked(2, u64::MAX, 0, "new_limit == NULL")]]),
+        one_of(
+            "arch_prctl",
+            SYS_arch_prctl,
+            0,
+            &[(ARCH_SET_FS, "code == ARCH_SET_FS")],
+        ),
+        when(
+            "prlimit64",
+            SYS_prlimit64,
+            vec![vec![masked(2, u64::MAX, 0, "new_limit == NULL")]],
+        ),
     ]
 }
 
@@ -465,14 +545,26 @@ pub fn compile(profile: ProfileName, exec: bool) -> Result<BpfProgram, SandboxEr
                 .iter()
                 .map(|c| {
                     let (len, op) = if c.mask == u64::MAX {
-                        (if c.dword { SeccompCmpArgLen::Dword } else { SeccompCmpArgLen::Qword }, SeccompCmpOp::Eq)
+                        (
+                            if c.dword {
+                                SeccompCmpArgLen::Dword
+                            } else {
+                                SeccompCmpArgLen::Qword
+                            },
+                            SeccompCmpOp::Eq,
+                        )
                     } else {
                         (
-                            if c.dword { SeccompCmpArgLen::Dword } else { SeccompCmpArgLen::Qword },
+                            if c.dword {
+                                SeccompCmpArgLen::Dword
+                            } else {
+                                SeccompCmpArgLen::Qword
+                            },
                             SeccompCmpOp::MaskedEq(c.mask),
                         )
                     };
-                    SeccompCondition::new(c.arg, len, op, c.value).map_err(|e| build_err(profile, e))
+                    SeccompCondition::new(c.arg, len, op, c.value)
+                        .map_err(|e| build_err(profile, e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             chain.push(SeccompRule::new(conds).map_err(|e| build_err(profile, e))?);
@@ -493,12 +585,20 @@ pub fn compile(profile: ProfileName, exec: bool) -> Result<BpfProgram, SandboxEr
         ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
         ins(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
         ins(BPF_JMP_JEQ_K, 0, 1, libc::SYS_clone3 as u32),
-        ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        ins(
+            BPF_RET_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
     ];
     prog.extend(body);
     // The kernel refuses programs longer than BPF_MAXINSNS.
     if prog.len() > 4096 {
-        return Err(build_err(profile, format!("program has {} instructions", prog.len())));
+        return Err(build_err(
+            profile,
+            format!("program has {} instructions", prog.len()),
+        ));
     }
     Ok(prog)
 }
@@ -560,10 +660,34 @@ mod tests {
     #[test]
     fn forbidden_syscalls_are_absent_everywhere() {
         let forbidden = [
-            "execveat", "fork", "vfork", "clone3", "ptrace", "process_vm_readv", "process_vm_writev", "keyctl",
-            "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf",
-            "perf_event_open", "userfaultfd", "mount", "umount2", "pivot_root", "unshare", "setns",
-            "memfd_create", "open_by_handle_at", "kill", "tkill", "socketpair", "open", "openat2",
+            "execveat",
+            "fork",
+            "vfork",
+            "clone3",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "unshare",
+            "setns",
+            "memfd_create",
+            "open_by_handle_at",
+            "kill",
+            "tkill",
+            "socketpair",
+            "open",
+            "openat2",
         ];
         for p in ProfileName::ALL {
             for exec in [false, true] {
@@ -579,7 +703,16 @@ mod tests {
     #[test]
     fn worker_has_no_filesystem_and_no_socket() {
         let n = names(ProfileName::ReasoningWorker, false);
-        for f in ["socket", "openat", "statx", "access", "readlink", "connect", "bind", "getdents64"] {
+        for f in [
+            "socket",
+            "openat",
+            "statx",
+            "access",
+            "readlink",
+            "connect",
+            "bind",
+            "getdents64",
+        ] {
             assert!(!n.contains(&f), "worker allows {f}");
         }
         let stat = allowlist(ProfileName::ReasoningWorker, false)
@@ -596,6 +729,9 @@ mod tests {
         assert_eq!(prog[4].k, libc::SYS_clone3 as u32);
         assert_eq!(prog[5].k, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
         // The last instruction of seccompiler's program is the default action.
-        assert_eq!(prog.last().unwrap().k, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(
+            prog.last().unwrap().k,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32
+        );
     }
 }

@@ -152,7 +152,15 @@ pub(crate) fn move_mount_to(fd: RawFd, target: &Path) -> io::Result<()> {
 pub(crate) fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
     // SAFETY: the prctl options used by this crate take only integer
     // arguments (no pointers).
-    let r = unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    let r = unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {

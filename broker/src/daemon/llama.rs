@@ -166,16 +166,28 @@ pub fn stop(shared: &Arc<Shared>) {
 }
 
 fn revoke_model_conns(shared: &Arc<Shared>) {
-    let ids = {
+    let (ids, worker) = {
         let mut st = shared.state();
         let ids = st.caps.live_of_kind(CapKind::ModelServer);
         for id in &ids {
             st.caps.revoke(*id);
         }
-        ids
+        let worker = st
+            .comps
+            .get(&Component::ReasoningWorker)
+            .and_then(|s| s.bootstrap.clone());
+        (ids, worker)
     };
-    for id in ids {
-        shared.audit.revoked(id);
+    for id in &ids {
+        shared.audit.revoked(*id);
+    }
+    // Tell the worker, so idle connections leave its pool at once.
+    if let Some(boot) = worker {
+        tokio::spawn(async move {
+            for id in ids {
+                let _ = send_async(&boot, &BrokerMsg::Revoke(id), &[]).await;
+            }
+        });
     }
 }
 

@@ -100,6 +100,7 @@ pub struct Shared {
     pub ping_lock: tokio::sync::Mutex<()>,
     pub store: crate::models::store::Store,
     pub catalog: crate::models::catalog::Catalog,
+    pub settings: crate::settings::Settings,
     pub llama: Mutex<llama::LlamaState>,
     /// Serializes llama-server starts.
     pub llama_start: tokio::sync::Mutex<()>,
@@ -182,6 +183,7 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
     }
     ensure_private_dir(&paths.state)?;
     ensure_private_dir(&paths.logs())?;
+    let settings = crate::settings::Settings::load(&paths.settings())?;
     let audit = Auditor::open(&paths.audit_log(), &waivers)
         .with_context(|| format!("cannot open the audit log {}", paths.audit_log().display()))?;
 
@@ -249,6 +251,7 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         ping_lock: tokio::sync::Mutex::new(()),
         store,
         catalog,
+        settings,
         llama: Mutex::new(llama::LlamaState::default()),
         llama_start: tokio::sync::Mutex::new(()),
     });

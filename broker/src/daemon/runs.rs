@@ -83,7 +83,10 @@ fn decide(
         return Err(SkipReason::SandboxUnavailable);
     }
     let avail = crate::models::mem_available_mb().unwrap_or(0);
-    if avail < stored.entry.memory_floor_mb {
+    let floor = shared
+        .settings
+        .memory_floor_mb(stored.id.as_str(), stored.entry.memory_floor_mb);
+    if avail < floor {
         return Err(SkipReason::BelowMemoryFloor);
     }
     let tps = shared.llama.lock().unwrap_or_else(|p| p.into_inner()).tokens_per_sec;
@@ -138,6 +141,7 @@ pub async fn serve(
         }
     };
     let run = executor::spool::fresh_run_id();
+    prune_spool(shared);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     shared.state().runs.insert(run.clone(), tx);
     shared.audit.run_started(&run, flow.nodes.len() as u32);
@@ -190,5 +194,20 @@ pub fn remove(shared: &Arc<Shared>, run: &RunId) -> ControlResponse {
             ControlResponse::Ok
         }
         Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Apply the retention setting before each run.
+fn prune_spool(shared: &Arc<Shared>) {
+    let days = shared.settings.spool.retention_days;
+    if days == 0 {
+        return;
+    }
+    if let Ok(spool) = executor::spool::Spool::open(&shared.paths.spool()) {
+        if let Ok(report) = spool.prune(std::time::Duration::from_secs(u64::from(days) * 86_400)) {
+            for run in &report.removed_runs {
+                shared.audit.run_removed(run);
+            }
+        }
     }
 }

@@ -100,10 +100,20 @@ impl Env {
             let out = self.flow(&["status", "--json"]);
             if out.status.success() {
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                let comps = v["components"].as_array().unwrap();
+                let comps: Vec<&serde_json::Value> = v["components"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["component"] == "Executor" || c["component"] == "ReasoningWorker")
+                    .collect();
                 let caps = self.flow(&["caps", "--json"]);
                 let live_cap = serde_json::from_slice::<serde_json::Value>(&caps.stdout)
-                    .map(|c| c.as_array().unwrap().iter().any(|r| r["revoked"] == false))
+                    .map(|c| {
+                        c.as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|r| r["revoked"] == false && r["kind"] == "Reasoning")
+                    })
                     .unwrap_or(false);
                 if comps.len() == 2
                     && comps
