@@ -9,27 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{bin, wait_dead, Env};
-
-/// (llama-server binary, model file) from the install script's cache.
-pub fn llama_artifacts() -> (PathBuf, PathBuf) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/install-llama.sh");
-    let out = std::process::Command::new("bash").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "deploy/install-llama.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|l| l.split_whitespace().next())
-            .map(PathBuf::from)
-            .unwrap()
-    };
-    (field("llama-server "), field("model "))
-}
+use support::{bin, llama_artifacts, wait_dead, Env};
 
 /// A broker with llama-server installed (and the model imported if asked).
 fn ready_env(tag: &str, import: bool) -> (Env, support::Broker, PathBuf) {

@@ -219,3 +219,24 @@ pub fn wait_dead(pid: i32, timeout: Duration) -> bool {
     }
     !alive(pid)
 }
+
+/// (llama-server binary, model file) from deploy/install-llama.sh's cache
+/// (.ci/run runs the script first; here it only prints the cached paths).
+pub fn llama_artifacts() -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/install-llama.sh");
+    let out = Command::new("bash").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "deploy/install-llama.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|l| l.split_whitespace().next())
+            .map(PathBuf::from)
+            .unwrap()
+    };
+    (field("llama-server "), field("model "))
+}
