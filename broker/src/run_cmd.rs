@@ -66,7 +66,11 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
     let paths = Paths::from_env()?;
     let mut ch = connect(&paths)?;
     let startup_ms = started.elapsed().as_secs_f64() * 1e3;
+    let t_req = Instant::now();
     ch.send(&ControlRequest::Run { flow, inputs: pairs })?;
+    let mut first_token: Option<f64> = None;
+    let mut last_token: Option<f64> = None;
+    let mut token_events = 0u64;
     let mut done = 0usize;
     let mut summaries: Vec<NodeSummary> = Vec::new();
     let mut run_id: Option<RunId> = None;
@@ -93,6 +97,10 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
                 }
             }
             RunEvent::Token { node, text } => {
+                let at = t_req.elapsed().as_secs_f64() * 1e3;
+                first_token.get_or_insert(at);
+                last_token = Some(at);
+                token_events += 1;
                 if !json {
                     let mut o = out.lock();
                     if streaming.as_deref() != Some(node.as_str()) {
@@ -147,7 +155,9 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"run": id, "ok": ok, "startup_ms": startup_ms, "nodes": nodes})
+            serde_json::json!({"run": id, "ok": ok, "startup_ms": startup_ms, "nodes": nodes,
+                // Measured here, at the client, from writing the request.
+                "client": {"first_token_ms": first_token, "last_token_ms": last_token, "token_events": token_events}})
         );
     } else {
         eprintln!();

@@ -257,6 +257,8 @@ struct RawNode {
     seed: Option<i64>,
     stop: Option<Vec<String>>,
     latency_budget_ms: Option<i64>,
+    ignore_eos: Option<bool>,
+    cache_prompt: Option<bool>,
     spool: Option<bool>,
     stdout: Option<bool>,
 }
@@ -282,6 +284,8 @@ const AI_FIELDS: &[&str] = &[
     "seed",
     "stop",
     "latency_budget_ms",
+    "ignore_eos",
+    "cache_prompt",
 ];
 const OUTPUT_FIELDS: &[&str] = &["spool", "stdout"];
 
@@ -301,6 +305,8 @@ impl RawNode {
             ("seed", self.seed.is_some()),
             ("stop", self.stop.is_some()),
             ("latency_budget_ms", self.latency_budget_ms.is_some()),
+            ("ignore_eos", self.ignore_eos.is_some()),
+            ("cache_prompt", self.cache_prompt.is_some()),
             ("spool", self.spool.is_some()),
             ("stdout", self.stdout.is_some()),
         ];
@@ -588,6 +594,8 @@ fn build_node(index: usize, rn: RawNode) -> Result<FlowNode, Issue> {
             if let Some(stop) = rn.stop {
                 params.stop = stop;
             }
+            params.ignore_eos = rn.ignore_eos.unwrap_or(false);
+            params.cache_prompt = rn.cache_prompt.unwrap_or(true);
             let latency_budget_ms =
                 match rn.latency_budget_ms {
                     None => None,

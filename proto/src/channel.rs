@@ -510,7 +510,9 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let server = tokio::spawn(async move {
             let mut ch = Channel::handshake(b, ServiceKind::Reasoning).await.unwrap();
-            let ReasoningRequest::Ping { id, payload } = ch.recv().await.unwrap();
+            let ReasoningRequest::Ping { id, payload } = ch.recv().await.unwrap() else {
+                panic!("expected a ping");
+            };
             ch.send(&ReasoningResponse::Pong { id, payload })
                 .await
                 .unwrap();
@@ -660,6 +662,7 @@ mod tests {
                         .send(ReasoningResponse::Pong { id, payload })
                         .await
                         .unwrap(),
+                    Ok(other) => panic!("unexpected {other:?}"),
                     Err(ProtoError::Closed) => break,
                     Err(e) => panic!("{e}"),
                 }

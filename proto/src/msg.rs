@@ -202,6 +202,9 @@ pub struct InferParams {
     pub stop: Vec<String>,
     /// Benchmarks only: generate exactly `max_tokens` (llama.cpp `ignore_eos`).
     pub ignore_eos: bool,
+    /// Let llama-server reuse the KV cache of an earlier prompt in the slot
+    /// (llama.cpp `cache_prompt`); benchmarks turn it off.
+    pub cache_prompt: bool,
 }
 
 impl Default for InferParams {
@@ -214,6 +217,7 @@ impl Default for InferParams {
             seed: None,
             stop: Vec::new(),
             ignore_eos: false,
+            cache_prompt: true,
         }
     }
 }

@@ -315,7 +315,7 @@ async fn infer_one(
         let left = deadline.saturating_sub(started.elapsed());
         let r = tokio::time::timeout(
             left,
-            llama::infer(&mut conn, input, params, |t: &str| {
+            llama::infer_with(&mut conn, input, params, &llama::InferOptions { cache_prompt: params.cache_prompt }, |t: &str| {
                 streamed = true;
                 let _ = out.send(ReasoningResponse::Token {
                     id,

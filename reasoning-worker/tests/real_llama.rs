@@ -150,6 +150,7 @@ fn greedy(max_tokens: u32) -> InferParams {
         seed: Some(1234),
         stop: Vec::new(),
         ignore_eos: false,
+        cache_prompt: true,
     }
 }
 

@@ -124,6 +124,25 @@ fn one_of(name: &'static str, nr: libc::c_long, arg: u8, values: &[(u64, &'stati
     )
 }
 
+/// A send call allowed only when its `flags` argument (`arg`) has no
+/// `MSG_FASTOPEN` bit: TCP Fast Open makes `sendto`/`sendmsg`/`sendmmsg`
+/// connect implicitly, a path landlock's TCP connect rule does not govern.
+/// (`sendmmsg` passes its `flags` argument to every message; the
+/// `msg_flags` fields inside the vector are ignored on send.)
+fn no_fastopen(name: &'static str, nr: libc::c_long, arg: u8) -> Allow {
+    when(
+        name,
+        nr,
+        vec![vec![dmasked(
+            arg,
+            MSG_FASTOPEN,
+            0,
+            "flags has no MSG_FASTOPEN",
+        )]],
+    )
+}
+
+const MSG_FASTOPEN: u64 = libc::MSG_FASTOPEN as u32 as u64;
 const P_WRITE: u64 = libc::PROT_WRITE as u64;
 const P_EXEC: u64 = libc::PROT_EXEC as u64;
 /// `arch_prctl` code that sets the TLS base (asm/prctl.h).
@@ -152,10 +171,12 @@ fn runtime() -> Vec<Allow> {
         any("pread64", SYS_pread64),
         any("close", SYS_close),
         // On descriptors the broker passed; creating sockets is `socket`.
+        // Never MSG_FASTOPEN: on a TCP socket it connects implicitly,
+        // without `connect`, so landlock's connect rule never sees it.
         any("recvmsg", SYS_recvmsg),
-        any("sendmsg", SYS_sendmsg),
+        no_fastopen("sendmsg", SYS_sendmsg, 2),
         any("recvfrom", SYS_recvfrom),
-        any("sendto", SYS_sendto),
+        no_fastopen("sendto", SYS_sendto, 3),
         any("shutdown", SYS_shutdown),
         any("epoll_create1", SYS_epoll_create1),
         any("epoll_ctl", SYS_epoll_ctl),
@@ -362,7 +383,7 @@ fn socket_io() -> Vec<Allow> {
         any("setsockopt", SYS_setsockopt),
         any("getsockname", SYS_getsockname),
         any("getpeername", SYS_getpeername),
-        any("sendmmsg", SYS_sendmmsg),
+        no_fastopen("sendmmsg", SYS_sendmmsg, 3),
         any("recvmmsg", SYS_recvmmsg),
     ]
 }

@@ -210,6 +210,7 @@ latency_budget_ms = 1500"#,
                 seed: Some(u32::MAX),
                 stop: vec!["\n\n".into(), "END".into()],
                 ignore_eos: false,
+                cache_prompt: true,
             },
             latency_budget_ms: Some(1500),
         }

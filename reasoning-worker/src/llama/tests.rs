@@ -31,6 +31,7 @@ fn params() -> InferParams {
         seed: Some(42),
         stop: vec!["\n\n".into()],
         ignore_eos: false,
+        cache_prompt: true,
     }
 }
 
