@@ -33,12 +33,12 @@ cache=$base/llama-$LLAMA_VERSION-$opts_hash
 mkdir -p "$cache"
 
 need_pkgs=()
-for p in cmake g++ make python3-pip unzip; do
-  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+for p in cmake g++ make unzip; do
+  command -v "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
-if [ ${#need_pkgs[@]} -gt 0 ] && ! command -v cmake >/dev/null; then
+if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake g++ make unzip >/dev/null
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 pip_download() { # NAME==VERSION SHA256
   local req=$cache/req-$1.txt

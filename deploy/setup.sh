@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
 missing=()
-for pkg in gcc g++ make cmake unzip libc6-dev util-linux procps e2fsprogs python3-pip; do
+for pkg in gcc g++ make cmake unzip libc6-dev util-linux procps e2fsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

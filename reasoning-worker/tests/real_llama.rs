@@ -164,6 +164,21 @@ async fn run(
     Ok((text, done))
 }
 
+/// One request on a new connection: the pinned llama-server closes the
+/// connection after every streamed response.
+async fn run_once(
+    server: &Server,
+    input: &InferInput,
+    params: &InferParams,
+) -> Result<(String, Completed), LlamaError> {
+    let mut conn = server.connect().await;
+    let res = run(&mut conn, input, params).await;
+    if let Ok((_, done)) = &res {
+        assert!(!done.keep_alive, "llama-server started keeping streamed connections");
+    }
+    res
+}
+
 #[tokio::test]
 async fn completion_and_chat_are_deterministic() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,56 +187,75 @@ async fn completion_and_chat_are_deterministic() {
     };
     let server = Server::start(&install, 2).await;
 
-    // Completion, greedy and with a seeded sampler, twice each, on ONE
-    // kept-alive connection.
+    // Kept-alive reuse of one connection: health, health, then a streamed
+    // request, after which llama-server closes the connection.
     let mut conn = server.connect().await;
+    for _ in 0..2 {
+        let h = llama::health_status(&mut conn).await.unwrap();
+        assert_eq!((h.ready, h.keep_alive), (true, true));
+    }
+    let (_, d) = run(&mut conn, &completion("Once upon a time"), &greedy(4))
+        .await
+        .unwrap();
+    assert_eq!((d.generated_tokens, d.keep_alive), (4, false));
+    let err = llama::health(&mut conn).await.unwrap_err();
+    assert!(
+        matches!(err, LlamaError::ClosedBeforeResponse { .. }),
+        "{err:?}"
+    );
+
+    // Completion, greedy and with a seeded sampler, twice each.
     let input = completion("The three primary colors are");
     let mut sampled = greedy(48);
     sampled.temperature_milli = 800;
     for params in [greedy(48), sampled] {
-        let (a, da) = run(&mut conn, &input, &params).await.unwrap();
-        let (b, db) = run(&mut conn, &input, &params).await.unwrap();
+        let (a, da) = run_once(&server, &input, &params).await.unwrap();
+        let (b, db) = run_once(&server, &input, &params).await.unwrap();
         eprintln!("completion (temp {}): {a:?} {da:?}", params.temperature_milli);
         assert_eq!(a, b);
         assert_eq!(da, db);
         assert!(da.prompt_tokens > 0 && da.generated_tokens > 0, "{da:?}");
         assert!(!a.is_empty());
-        assert!(da.keep_alive, "llama-server keeps the connection");
     }
 
-    // Chat, twice, on a new connection.
-    let mut conn = server.connect().await;
+    // Chat, twice.
     let input = InferInput::Chat {
         system: Some("You are a helpful assistant. Answer briefly.".into()),
         user: "What is the capital of France?".into(),
     };
-    let (a, da) = run(&mut conn, &input, &greedy(64)).await.unwrap();
-    let (b, db) = run(&mut conn, &input, &greedy(64)).await.unwrap();
+    let (a, da) = run_once(&server, &input, &greedy(64)).await.unwrap();
+    let (b, db) = run_once(&server, &input, &greedy(64)).await.unwrap();
     eprintln!("chat: {a:?} {da:?}");
     assert_eq!((a.as_str(), &da), (b.as_str(), &db));
     assert!(da.prompt_tokens > 0 && da.generated_tokens > 0, "{da:?}");
     assert_eq!(da.stop, StopReason::Eos, "the model ends its short answer");
 
     // Stop reasons the real server reports.
-    let (_, d) = run(&mut conn, &completion("Once upon a time"), &greedy(5))
+    let (_, d) = run_once(&server, &completion("Once upon a time"), &greedy(5))
         .await
         .unwrap();
     assert_eq!((d.generated_tokens, d.stop), (5, StopReason::Length));
     let mut p = greedy(30);
     p.stop = vec![" of".into()];
-    let (text, d) = run(&mut conn, &completion("Once upon a time"), &p).await.unwrap();
+    let (text, d) = run_once(&server, &completion("Once upon a time"), &p)
+        .await
+        .unwrap();
     assert_eq!(d.stop, StopReason::StopString, "{text:?}");
     assert!(!text.contains(" of"));
     let mut p = greedy(40);
     p.ignore_eos = true;
-    let (_, d) = run(&mut conn, &InferInput::Chat { system: None, user: "Say hi".into() }, &p)
-        .await
-        .unwrap();
+    let say_hi = InferInput::Chat {
+        system: None,
+        user: "Say hi".into(),
+    };
+    let (_, d) = run_once(&server, &say_hi, &p).await.unwrap();
     assert_eq!((d.generated_tokens, d.stop), (40, StopReason::Length));
 
     // An over-long prompt is a typed error without the prompt in it.
     let long = "hello ".repeat(3000);
-    let err = run(&mut conn, &completion(&long), &greedy(4)).await.unwrap_err();
+    let err = run_once(&server, &completion(&long), &greedy(4))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, LlamaError::Status { code: 400, kind: Some(k) } if k == "exceed_context_size_error"),
         "{err:?}"
@@ -291,8 +325,7 @@ async fn dropped_connection_cancels_generation() {
     drop(conn);
 
     let started = Instant::now();
-    let mut conn = server.connect().await;
-    let (_, d) = run(&mut conn, &completion("Once upon a time"), &greedy(8))
+    let (_, d) = run_once(&server, &completion("Once upon a time"), &greedy(8))
         .await
         .unwrap();
     let waited = started.elapsed();
@@ -351,7 +384,6 @@ async fn throughput_256_tokens() {
         return;
     };
     let server = Server::start(&install, 1).await;
-    let mut conn = server.connect().await;
     let mut p = greedy(256);
     p.ignore_eos = true;
     let input = completion("Write a story about a lighthouse keeper.");
@@ -360,6 +392,7 @@ async fn throughput_256_tokens() {
     };
     let mut rates = Vec::new();
     for round in 0..4 {
+        let mut conn = server.connect().await;
         let sent = Instant::now();
         let (mut first, mut last, mut pieces) = (None, sent, 0u32);
         let d = llama::infer_with(&mut conn, &input, &p, &options, |_| {

@@ -7,6 +7,7 @@
 //! 2 and `spec.keep_fds`: step 1 closes every other descriptor.
 
 use crate::elfdeps;
+use crate::exec_once;
 use crate::landlock_rules::{self, Grant, LandlockApplied};
 use crate::profile::RlimitSpec;
 use crate::sys;
@@ -23,7 +24,10 @@ const NEW_ROOT: &str = "/tmp";
 
 /// What `enter` did; the child's self-report (informational: the broker
 /// trusts only [`crate::attest`]).
-#[derive(Debug, Clone, Serialize)]
+///
+/// Not `Clone`: in the exec variant it owns the exec-once listener, which
+/// must exist exactly once and leave the sandboxed process before `execve`.
+#[derive(Debug, Serialize)]
 pub struct Applied {
     pub profile: ProfileName,
     /// sha256 of the profile's production filter (no exec allowance), as
@@ -33,6 +37,15 @@ pub struct Applied {
     pub exec_filter_sha256: Option<String>,
     /// sha256 of the filter actually installed (one of the two above).
     pub installed_filter_sha256: String,
+    /// sha256 of the exec-once listener filter ([`crate::exec_once`]),
+    /// installed after the exec-allowance filter when `spec.exec` is set.
+    pub exec_once_filter_sha256: Option<String>,
+    /// The exec-once listener (exec variant only). Hand it to a supervisor
+    /// outside the sandbox ([`crate::exec_once::supervise`]) and close it
+    /// before `execve`: until someone answers, every `execve` blocks; once
+    /// nobody holds it, every `execve` fails with `ENOSYS`.
+    #[serde(skip)]
+    pub exec_listener: Option<OwnedFd>,
     pub landlock: LandlockApplied,
     /// Namespaces created by step 5.
     pub namespaces: Vec<String>,
@@ -69,6 +82,9 @@ impl std::fmt::Display for Applied {
             "installed filter sha256: {}",
             self.installed_filter_sha256
         )?;
+        if let Some(h) = &self.exec_once_filter_sha256 {
+            writeln!(f, "exec-once listener filter sha256: {h}")?;
+        }
         if self.landlock.waived {
             writeln!(
                 f,
@@ -304,11 +320,22 @@ pub fn enter(spec: &Spec) -> Result<Applied, SandboxError> {
     };
     let installed_filter_sha256 = seccomp::install(spec.profile, exec)?;
 
+    // 11. Exec variant only: the exec-once listener filter, so that the one
+    //     `execve` the allowance grants is answered by a supervisor outside
+    //     the sandbox, and every later one is refused.
+    let exec_listener = if exec {
+        Some(exec_once::install_listener()?)
+    } else {
+        None
+    };
+
     Ok(Applied {
         profile: spec.profile,
         filter_sha256,
         exec_filter_sha256,
         installed_filter_sha256,
+        exec_once_filter_sha256: exec.then(exec_once::sha256),
+        exec_listener,
         landlock,
         namespaces: namespaces.into_iter().map(String::from).collect(),
         host_uid,
@@ -331,6 +358,10 @@ pub fn enter(spec: &Spec) -> Result<Applied, SandboxError> {
 
 /// Replace the process with `spec.exec` (after [`enter`] with the exec
 /// allowance), with an empty environment. Returns only on failure.
+///
+/// Before calling it, hand [`Applied::exec_listener`] to a supervisor outside
+/// the sandbox and close it here: without a supervisor this `execve` fails
+/// with `ENOSYS` (or blocks forever if this process still holds the listener).
 pub fn exec_allowed(path: &Path, args: &[std::ffi::OsString]) -> SandboxError {
     use std::os::unix::ffi::OsStrExt;
     let Ok(prog) = sys::cstring(path) else {

@@ -54,6 +54,12 @@ pub enum SandboxError {
     )]
     SeccompInstall { profile: String, detail: String },
 
+    #[error("exec-once supervision cannot {action}: {source} (errno {errno}): execve stays refused (fail closed); seccomp user notification needs linux 5.5+, run 'flow doctor'", errno = source.raw_os_error().unwrap_or(0))]
+    ExecOnce {
+        action: &'static str,
+        source: std::io::Error,
+    },
+
     #[error("seccomp is not available on this kernel ({detail}): run 'flow doctor'")]
     SeccompUnavailable { detail: String },
 

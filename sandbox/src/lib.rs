@@ -25,6 +25,14 @@
 //! 9. landlock at the highest ABI the kernel has (TCP bind/connect handled
 //!    where ABI ≥ 4, abstract-socket and signal scoping where ABI ≥ 6)
 //! 10. the profile's seccomp allowlist ([`seccomp`])
+//! 11. exec variant only: the exec-once listener filter ([`exec_once`]):
+//!     `execve`/`execveat` become user notifications, answered by a
+//!     supervisor outside the sandbox — the first (our own `execve` of the
+//!     command) continues, every later one gets `EPERM`, and with no
+//!     supervisor the kernel answers `ENOSYS`. The listener is returned in
+//!     [`Applied::exec_listener`]; `flow sandbox run` passes it to its parent.
+//!     An exec-variant process so shows two more `Seccomp_filters` than its
+//!     parent.
 //!
 //! Attestation happens from the outside, in the broker, through [`attest`].
 //! `flow sandbox show` prints [`describe`]; `flow doctor` prints
@@ -36,12 +44,13 @@ pub mod doctor;
 pub mod elfdeps;
 pub mod entry;
 pub mod error;
+pub mod exec_once;
 pub mod landlock_rules;
 pub mod profile;
 pub mod seccomp;
 mod sys;
 
-pub use attest::{attest, expected_for, AttestReport, Expected};
+pub use attest::{attest, expected_for, AttestReport, Expected, FdPolicy};
 pub use describe::{describe, ProfileDescription};
 pub use entry::{enter, exec_allowed, Applied};
 pub use error::SandboxError;

@@ -388,17 +388,42 @@ fn socket_io() -> Vec<Allow> {
     ]
 }
 
-fn socket_of(families: &[(u64, &'static str)], types: &[(u64, &'static str)]) -> Allow {
+/// `type` with `SOCK_NONBLOCK`/`SOCK_CLOEXEC` masked off (the kernel refuses
+/// any other flag bit).
+const SOCK_TYPE_MASK: u64 = !((libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32) as u64;
+
+/// `socket(domain, type, protocol)` for every combination of the given
+/// domains, types (flags masked off) and protocols (empty: any protocol).
+fn socket_of(
+    families: &[(u64, &'static str)],
+    types: &[(u64, &'static str)],
+    protocols: &[(u64, &'static str)],
+) -> Allow {
     let mut alts = Vec::new();
     for (f, ft) in families {
         for (t, tt) in types {
-            // SOCK_NONBLOCK/SOCK_CLOEXEC live above the low 4 type bits.
-            alts.push(vec![eq(0, *f, ft), dmasked(1, 0xf, *t, tt)]);
+            let base = vec![eq(0, *f, ft), dmasked(1, SOCK_TYPE_MASK, *t, tt)];
+            if protocols.is_empty() {
+                alts.push(base);
+            }
+            for (p, pt) in protocols {
+                let mut alt = base.clone();
+                alt.push(eq(2, *p, pt));
+                alts.push(alt);
+            }
         }
     }
     when("socket", libc::SYS_socket, alts)
 }
 
+/// The gateway's sockets: **TCP only**. Landlock governs TCP bind/connect
+/// (no port is granted until the catalog grants one) and nothing else, so
+/// every other socket kind is refused here:
+/// - no `SOCK_DGRAM`: UDP would reach any host and port. DNS over UDP
+///   arrives later with the gateway's own resolver rule;
+/// - protocol `0` or `IPPROTO_TCP` only: `IPPROTO_MPTCP` (and SCTP, where the
+///   kernel has it) are `SOCK_STREAM` too, but landlock's TCP rules do not
+///   cover them, so they would connect anywhere.
 fn egress_gateway() -> Vec<Allow> {
     use libc::*;
     let mut v = read_files();
@@ -408,9 +433,13 @@ fn egress_gateway() -> Vec<Allow> {
             (AF_INET as u64, "domain == AF_INET"),
             (AF_INET6 as u64, "domain == AF_INET6"),
         ],
+        &[(
+            SOCK_STREAM as u64,
+            "type & ~(SOCK_NONBLOCK|SOCK_CLOEXEC) == SOCK_STREAM",
+        )],
         &[
-            (SOCK_STREAM as u64, "type & 0xf == SOCK_STREAM"),
-            (SOCK_DGRAM as u64, "type & 0xf == SOCK_DGRAM"),
+            (0, "protocol == 0"),
+            (IPPROTO_TCP as u64, "protocol == IPPROTO_TCP"),
         ],
     ));
     // Landlock refuses TCP connect to every port the catalog has not granted.
@@ -424,7 +453,12 @@ fn llama_server() -> Vec<Allow> {
     v.extend(socket_io());
     v.push(socket_of(
         &[(AF_UNIX as u64, "domain == AF_UNIX")],
-        &[(SOCK_STREAM as u64, "type & 0xf == SOCK_STREAM")],
+        &[(
+            SOCK_STREAM as u64,
+            "type & ~(SOCK_NONBLOCK|SOCK_CLOEXEC) == SOCK_STREAM",
+        )],
+        // Any protocol: AF_UNIX knows only 0 (and PF_UNIX).
+        &[],
     ));
     v.extend([
         any("bind", SYS_bind),
@@ -454,10 +488,34 @@ fn llama_server() -> Vec<Allow> {
 
 /// The exec allowance: `execve` of the one binary landlock lets execute, and
 /// what the dynamic loader and a C or Rust program's startup need.
+///
+/// `execve` is allowed here, but only once: `enter` installs the exec-once
+/// listener filter ([`crate::exec_once`]) right after this one, and a
+/// supervisor outside the sandbox answers every `execve` after the first with
+/// `EPERM`. Installing that filter is the one `seccomp` call allowed: mode
+/// `SECCOMP_SET_MODE_FILTER` with exactly `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
+/// Once `enter` has installed it the same call can only fail (`EBUSY`: the
+/// kernel allows one listener per filter chain), so the command cannot use it.
 fn exec_allowance() -> Vec<Allow> {
     use libc::*;
     vec![
         any("execve", SYS_execve),
+        when(
+            "seccomp",
+            SYS_seccomp,
+            vec![vec![
+                eq(
+                    0,
+                    u64::from(SECCOMP_SET_MODE_FILTER),
+                    "operation == SECCOMP_SET_MODE_FILTER",
+                ),
+                eq(
+                    1,
+                    SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    "flags == SECCOMP_FILTER_FLAG_NEW_LISTENER (the exec-once listener; EBUSY once installed)",
+                ),
+            ]],
+        ),
         open_read_only(),
         any("newfstatat", SYS_newfstatat),
         any("statx", SYS_statx),

@@ -217,8 +217,9 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
     }
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
     let sock = dir.join("llama.sock");
-    // Verify the model's digest right before the load.
-    let (_file, verified) = shared
+    // Verify the model's digest right before the load, on an open fd; after
+    // the load we check that llama-server mapped that very file, unchanged.
+    let (hashed, verified) = shared
         .store
         .open_verified(&model.id, &model.version)
         .map_err(|e| LlamaError::Spawn(e.to_string()))?;
@@ -291,6 +292,18 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = llama_pid(launcher);
+    if let Err(why) = pid
+        .ok_or_else(|| "llama-server's pid is unknown".to_string())
+        .and_then(|p| check_loaded_model(p, &hashed, &verified.path))
+    {
+        let _ = rustix::process::pidfd_send_signal(&spawned.pidfd, rustix::process::Signal::KILL);
+        if let Some(p) = pid {
+            // SAFETY: kill(2) on llama-server's own process group.
+            unsafe { libc::kill(-p, libc::SIGKILL) };
+        }
+        record_failure(shared);
+        return Err(LlamaError::Spawn(why));
+    }
     shared.audit.llama_started(pid.unwrap_or(launcher), &verified);
     {
         let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
@@ -504,4 +517,53 @@ pub async fn replace_conn(shared: &Arc<Shared>, closed: CapId) {
         shared.audit.revoked(closed);
     }
     grant_model_conns(shared).await;
+}
+
+/// The model llama-server loaded must be the file the broker hashed: same
+/// device and inode in `/proc/<pid>/maps` (read from the outside), and not
+/// modified since the hash (same ctime). This closes the window between
+/// hashing and llama-server opening the path.
+fn check_loaded_model(pid: i32, hashed: &std::fs::File, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = hashed
+        .metadata()
+        .map_err(|e| format!("cannot stat the verified model: {e}"))?;
+    let now = std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    if (now.dev(), now.ino(), now.ctime(), now.ctime_nsec())
+        != (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+    {
+        return Err(format!(
+            "the model file {} changed after its digest was checked: refusing it; run 'flow models verify'",
+            path.display()
+        ));
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| format!("cannot read llama-server's memory map: {e}"))?;
+    let want = path.to_string_lossy();
+    let (major, minor) = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
+    let mut seen = false;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[5..].join(" ") != want {
+            continue;
+        }
+        seen = true;
+        let dev = f[3].split_once(':').and_then(|(a, b)| {
+            Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?))
+        });
+        let ino: Option<u64> = f[4].parse().ok();
+        if dev != Some((major, minor)) || ino != Some(meta.ino()) {
+            return Err(format!(
+                "llama-server mapped another file at {} than the one whose digest was checked: killed it",
+                path.display()
+            ));
+        }
+    }
+    if !seen {
+        return Err(format!(
+            "llama-server has not mapped the model {}: killed it; see its log",
+            path.display()
+        ));
+    }
+    Ok(())
 }

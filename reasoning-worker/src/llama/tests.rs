@@ -446,7 +446,7 @@ fn is_protocol(res: &Result<Completed, LlamaError>, want: &str) -> bool {
 }
 
 async fn run_raw(resp: Vec<u8>) -> Result<Completed, LlamaError> {
-    let (mut conn, _server) = double(vec![resp], 4096);
+    let (mut conn, _server) = double_closing(vec![resp]);
     run(&mut conn, &completion(PROMPT), &params()).await.0
 }
 
@@ -472,7 +472,8 @@ async fn chunk_extensions_and_trailers_are_tolerated() {
     let mut resp = String::from_utf8(chunked(&completion_events())).unwrap();
     resp = resp.replacen("\r\n73\r\n", "\r\n73;name=value\r\n", 1);
     let resp = resp.strip_suffix("0\r\n\r\n").unwrap().to_owned() + "0\r\nX-Trailer: 1\r\n\r\n";
-    let res = run_raw(resp.into_bytes()).await;
+    let (mut conn, _server) = double(vec![resp.into_bytes()], 4096);
+    let (res, _) = run(&mut conn, &completion(PROMPT), &params()).await;
     assert!(res.unwrap().keep_alive);
 }
 
