@@ -30,6 +30,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// Requests waiting for a connection beyond this are refused with `Busy`.
 const MAX_QUEUED: usize = 32;
+/// Stale connections a request may discard before giving up.
+const MAX_STALE_RETRIES: u32 = 4;
 
 fn main() {
     let started = match component::start(Component::ReasoningWorker, ProfileName::ReasoningWorker) {
@@ -163,7 +165,8 @@ fn accept_grant(w: &Rc<Worker>, grant: CapGrant, fd: OwnedFd) {
             let w = w.clone();
             tokio::task::spawn_local(async move {
                 if let Err(true) = serve(&w, grant.clone(), fd).await {
-                    let _ = send_async(&w.boot, &ChildMsg::MalformedPeer { cap: grant.id }, &[]).await;
+                    let _ =
+                        send_async(&w.boot, &ChildMsg::MalformedPeer { cap: grant.id }, &[]).await;
                 }
             });
         }
@@ -315,19 +318,29 @@ async fn infer_one(
         let left = deadline.saturating_sub(started.elapsed());
         let r = tokio::time::timeout(
             left,
-            llama::infer_with(&mut conn, input, params, &llama::InferOptions { cache_prompt: params.cache_prompt }, |t: &str| {
-                streamed = true;
-                let _ = out.send(ReasoningResponse::Token {
-                    id,
-                    text: t.to_string(),
-                });
-            }),
+            llama::infer_with(
+                &mut conn,
+                input,
+                params,
+                &llama::InferOptions {
+                    cache_prompt: params.cache_prompt,
+                },
+                |t: &str| {
+                    streamed = true;
+                    let _ = out.send(ReasoningResponse::Token {
+                        id,
+                        text: t.to_string(),
+                    });
+                },
+            ),
         )
         .await;
-        // A connection to a llama-server that has since been replaced fails
-        // before any token: drop it and try one fresh connection.
-        if let Ok(Err(e)) = &r {
-            if !streamed && attempt == 1 && e.service_error() == ServiceError::ModelServerFailed {
+        // llama-server closes connections idle for 5 s, and a connection to
+        // an instance that has since been replaced is dead too: such a
+        // connection fails before any response byte. Drop it (the broker
+        // grants a fresh one) and try the next, a bounded number of times.
+        if let Ok(Err(llama::LlamaError::ClosedBeforeResponse { .. })) = &r {
+            if !streamed && attempt <= MAX_STALE_RETRIES {
                 drop(spent);
                 continue;
             }
