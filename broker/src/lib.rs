@@ -12,8 +12,8 @@ pub mod doctor;
 pub mod models;
 pub mod paths;
 pub mod run_cmd;
-pub mod settings;
 pub mod sandbox_cmd;
+pub mod settings;
 
 /// True when `/proc/self/status` says this process has exactly one thread.
 pub fn single_threaded() -> bool {

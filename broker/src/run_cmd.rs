@@ -25,7 +25,9 @@ fn skip_text(r: proto::flow::SkipReason) -> &'static str {
         K::ModelMissing => "model not in the store: run 'flow models import FILE'",
         K::BelowMemoryFloor => "available memory is below the model's floor",
         K::LatencyBudget => "the measured speed cannot meet the node's latency budget",
-        K::SandboxUnavailable => "llama-server cannot run sandboxed here: see 'flow doctor' and the llama-server log",
+        K::SandboxUnavailable => {
+            "llama-server cannot run sandboxed here: see 'flow doctor' and the llama-server log"
+        }
         K::CircuitOpen => "llama-server failed repeatedly; restart with 'flow down' and 'flow up'",
         K::UpstreamNotDone => "an upstream node did not complete",
     }
@@ -46,8 +48,12 @@ fn fail_text(e: proto::flow::NodeError) -> &'static str {
 fn status_json(s: &NodeStatus) -> serde_json::Value {
     match s {
         NodeStatus::Ok => serde_json::json!("ok"),
-        NodeStatus::Skipped(r) => serde_json::json!({"skipped": format!("{r:?}"), "reason": skip_text(*r)}),
-        NodeStatus::Failed(e) => serde_json::json!({"failed": format!("{e:?}"), "reason": fail_text(*e)}),
+        NodeStatus::Skipped(r) => {
+            serde_json::json!({"skipped": format!("{r:?}"), "reason": skip_text(*r)})
+        }
+        NodeStatus::Failed(e) => {
+            serde_json::json!({"failed": format!("{e:?}"), "reason": fail_text(*e)})
+        }
     }
 }
 
@@ -67,7 +73,10 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
     let mut ch = connect(&paths)?;
     let startup_ms = started.elapsed().as_secs_f64() * 1e3;
     let t_req = Instant::now();
-    ch.send(&ControlRequest::Run { flow, inputs: pairs })?;
+    ch.send(&ControlRequest::Run {
+        flow,
+        inputs: pairs,
+    })?;
     let mut first_token: Option<f64> = None;
     let mut last_token: Option<f64> = None;
     let mut token_events = 0u64;
@@ -78,7 +87,9 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
     let mut streaming: Option<String> = None;
     let out = std::io::stdout();
     loop {
-        let resp: ControlResponse = ch.recv().context("the broker closed the connection during the run")?;
+        let resp: ControlResponse = ch
+            .recv()
+            .context("the broker closed the connection during the run")?;
         let ev = match resp {
             ControlResponse::RunEvent(ev) => ev,
             ControlResponse::Error(e) => bail!("{}", describe_error(&e)),
@@ -161,8 +172,18 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
         );
     } else {
         eprintln!();
-        eprintln!("run {id}: {}", if ok { "completed" } else { "completed with failures" });
-        eprintln!("{:<20} {:<10} {:>10} {:>8} {:>8}", "node", "status", "duration", "tokens", "ttft");
+        eprintln!(
+            "run {id}: {}",
+            if ok {
+                "completed"
+            } else {
+                "completed with failures"
+            }
+        );
+        eprintln!(
+            "{:<20} {:<10} {:>10} {:>8} {:>8}",
+            "node", "status", "duration", "tokens", "ttft"
+        );
         for s in &summaries {
             let st = match s.status {
                 NodeStatus::Ok => "ok".to_string(),
@@ -175,7 +196,9 @@ pub fn run(file: &Path, inputs: &[String], json: bool) -> anyhow::Result<i32> {
                 st,
                 s.duration_ms,
                 s.generated_tokens,
-                s.first_token_ms.map(|t| format!("{t}ms")).unwrap_or_else(|| "-".into())
+                s.first_token_ms
+                    .map(|t| format!("{t}ms"))
+                    .unwrap_or_else(|| "-".into())
             );
             if !matches!(s.status, NodeStatus::Ok) {
                 eprintln!("    {}", status_text(&s.status));
@@ -225,12 +248,24 @@ pub fn runs_show(id: &str, json: bool) -> anyhow::Result<i32> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"run": d.info.id.0, "flow": d.info.flow, "status": format!("{:?}", d.info.status).to_lowercase(), "nodes": nodes, "outputs": d.outputs}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"run": d.info.id.0, "flow": d.info.flow, "status": format!("{:?}", d.info.status).to_lowercase(), "nodes": nodes, "outputs": d.outputs})
+            )?
         );
     } else {
-        println!("run {} ({})", d.info.id.0, d.info.flow.clone().unwrap_or_default());
+        println!(
+            "run {} ({})",
+            d.info.id.0,
+            d.info.flow.clone().unwrap_or_default()
+        );
         for s in &d.nodes {
-            println!("  {:<20} {:<40} {:>6} tokens {:>8}ms", s.node, status_text(&s.status), s.generated_tokens, s.duration_ms);
+            println!(
+                "  {:<20} {:<40} {:>6} tokens {:>8}ms",
+                s.node,
+                status_text(&s.status),
+                s.generated_tokens,
+                s.duration_ms
+            );
         }
         for o in &d.outputs {
             println!("  output {o}");
@@ -246,7 +281,10 @@ pub fn runs_rm(id: &str) -> anyhow::Result<i32> {
 }
 
 fn print_models(rows: &[proto::msg::ModelRow]) {
-    println!("{:<26} {:<10} {:>12} {:>10}  sha256", "model", "version", "size", "floor");
+    println!(
+        "{:<26} {:<10} {:>12} {:>10}  sha256",
+        "model", "version", "size", "floor"
+    );
     for m in rows {
         println!(
             "{:<26} {:<10} {:>12} {:>8}MB  {}{}",
@@ -277,7 +315,8 @@ pub fn models_list(json: bool) -> anyhow::Result<i32> {
 }
 
 pub fn models_import(file: &Path) -> anyhow::Result<i32> {
-    let abs = std::fs::canonicalize(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let abs =
+        std::fs::canonicalize(file).with_context(|| format!("cannot read {}", file.display()))?;
     let path = abs
         .to_str()
         .context("the model path is not valid UTF-8: rename it")?
@@ -294,7 +333,11 @@ pub fn models_verify(id: Option<String>) -> anyhow::Result<i32> {
         bail!("unexpected answer from the broker")
     };
     print_models(&rows);
-    Ok(if rows.iter().all(|r| r.verified == Some(true)) { 0 } else { 1 })
+    Ok(if rows.iter().all(|r| r.verified == Some(true)) {
+        0
+    } else {
+        1
+    })
 }
 
 pub fn models_rm(model: &str) -> anyhow::Result<i32> {
@@ -302,7 +345,8 @@ pub fn models_rm(model: &str) -> anyhow::Result<i32> {
         Some((i, v)) => (i.to_string(), Some(v.to_string())),
         None => (model.to_string(), None),
     };
-    let ControlResponse::Models(rows) = request(ControlRequest::ModelRemove { id, version })? else {
+    let ControlResponse::Models(rows) = request(ControlRequest::ModelRemove { id, version })?
+    else {
         bail!("unexpected answer from the broker")
     };
     for r in rows {
@@ -319,9 +363,13 @@ pub fn llama_install(binary: &Path) -> anyhow::Result<i32> {
     crate::paths::ensure_private_dir(&paths.data)
         .or_else(|_| crate::paths::ensure_traversable_dir(&paths.data))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let bytes =
+        std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     if !bytes.starts_with(b"\x7fELF") {
-        bail!("{} is not an ELF binary: give the llama-server that deploy/install-llama.sh built", binary.display());
+        bail!(
+            "{} is not an ELF binary: give the llama-server that deploy/install-llama.sh built",
+            binary.display()
+        );
     }
     let tmp = dir.join(".llama-server.tmp");
     std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -2,6 +2,14 @@
 //! production profiles. `run` needs no broker; it enters the same entry
 //! function as production spawns (`sandbox::enter`) and then makes exactly one
 //! `execve`.
+//!
+//! "Exactly one" is enforced from outside the sandbox: `enter` (exec variant)
+//! returns the exec-once listener (`sandbox::exec_once`); the child sends it
+//! to this process over a socketpair made before `fork`, closes its copy and
+//! calls `execve`; a supervisor thread here lets that first `execve` continue
+//! and answers every later one `EPERM`. If this process dies, the kernel
+//! answers them `ENOSYS`. Only fds and threads are wired here; the protocol
+//! lives in `sandbox::exec_once`.
 
 use sandbox::{ProfileName, Spec, Waivers};
 use std::ffi::{CString, OsStr, OsString};
@@ -28,7 +36,12 @@ pub enum SandboxCmdError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("the sandboxed child did not hand over its exec-once listener ({detail}); it was killed, nothing ran: run 'flow doctor'")]
+    ExecOnceHandoff { detail: String },
 }
+
+/// Payload of the one message that carries the exec-once listener.
+const LISTENER_MSG: &[u8] = b"exec-once listener";
 
 /// Resolve `cmd` the way a shell would, but before the environment is cleared.
 pub fn resolve_command(cmd: &OsStr) -> Result<PathBuf, SandboxCmdError> {
@@ -101,6 +114,12 @@ pub fn run(opts: &RunOptions) -> Result<i32, SandboxCmdError> {
     let (rep_r, rep_w) = pipe()?;
     let report_fd = rep_w.as_raw_fd();
     spec.keep_fds.push(report_fd);
+    // Carries the exec-once listener from the entered child to us.
+    let (sup_r, sup_w) = proto::fdpass::seqpacket_pair().map_err(|e| SandboxCmdError::Os {
+        what: "create the exec-once socketpair",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    spec.keep_fds.push(sup_w.as_raw_fd());
 
     // SAFETY: this process is single-threaded (checked above), so the child
     // may allocate and run ordinary Rust code before exec.
@@ -116,16 +135,20 @@ pub fn run(opts: &RunOptions) -> Result<i32, SandboxCmdError> {
             &spec,
             &exe_c,
             &argv_c,
-            &out_w,
-            &err_w,
-            rep_w,
+            ChildFds {
+                out_w: &out_w,
+                err_w: &err_w,
+                rep_w,
+                sup_w,
+            },
             opts.report,
-            &[out_r, err_r, rep_r],
+            &[out_r, err_r, rep_r, sup_r],
         );
     }
     drop(out_w);
     drop(err_w);
     drop(rep_w);
+    drop(sup_w);
     let mut report = String::new();
     let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
     if opts.report && !report.is_empty() {
@@ -133,12 +156,50 @@ pub fn run(opts: &RunOptions) -> Result<i32, SandboxCmdError> {
     }
     let t_out = forward(out_r, false);
     let t_err = forward(err_r, true);
+    // The child's execve blocks until the supervisor answers, so nothing of
+    // the command runs before this succeeds.
+    let supervisor = match receive_listener(&sup_r) {
+        Ok(Some(listener)) => Some(std::thread::spawn(move || {
+            sandbox::exec_once::supervise(listener, pid)
+        })),
+        // The child exited before handing it over (e.g. `enter` failed and
+        // said why on stderr): nothing can exec.
+        Ok(None) => None,
+        Err(e) => {
+            // SAFETY: kill(2) on our own child; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = wait_child(pid);
+            return Err(e);
+        }
+    };
+    drop(sup_r);
+    let status = wait_child(pid)?;
+    let _ = t_out.join();
+    let _ = t_err.join();
+    // The listener reports hang-up once the reaped child released the filter.
+    if let Some(t) = supervisor {
+        match t.join() {
+            Ok(Ok(r)) if r.refused > 0 => eprintln!(
+                "flow sandbox run: refused {} execve call(s) after the first (exec allowed once)",
+                r.refused
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("flow sandbox run: {e}"),
+            Err(_) => eprintln!(
+                "flow sandbox run: the exec-once supervisor panicked; execve stayed refused"
+            ),
+        }
+    }
+    Ok(exit_code(status))
+}
+
+fn wait_child(pid: libc::pid_t) -> Result<i32, SandboxCmdError> {
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child with a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         if r == pid {
-            break;
+            return Ok(status);
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
@@ -148,9 +209,22 @@ pub fn run(opts: &RunOptions) -> Result<i32, SandboxCmdError> {
             });
         }
     }
-    let _ = t_out.join();
-    let _ = t_err.join();
-    Ok(exit_code(status))
+}
+
+/// The exec-once listener from the entered child: `Ok(None)` when the child
+/// closed its end without sending one (it failed before `execve`).
+fn receive_listener(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxCmdError> {
+    use std::os::fd::AsFd;
+    match proto::fdpass::recv_with_fds(sock.as_fd(), LISTENER_MSG.len()) {
+        Ok((payload, mut fds)) if payload == LISTENER_MSG && fds.len() == 1 => Ok(fds.pop()),
+        Ok((_, fds)) => Err(SandboxCmdError::ExecOnceHandoff {
+            detail: format!("unexpected message with {} descriptors", fds.len()),
+        }),
+        Err(proto::ProtoError::Closed) => Ok(None),
+        Err(e) => Err(SandboxCmdError::ExecOnceHandoff {
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// Map a wait status to a shell-style exit code.
@@ -187,17 +261,28 @@ fn forward(fd: OwnedFd, to_stderr: bool) -> std::thread::JoinHandle<()> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The child's ends of the pipes and of the exec-once socketpair.
+struct ChildFds<'a> {
+    out_w: &'a OwnedFd,
+    err_w: &'a OwnedFd,
+    rep_w: OwnedFd,
+    sup_w: OwnedFd,
+}
+
 fn child(
     spec: &Spec,
     exe: &CString,
     argv: &[CString],
-    out_w: &OwnedFd,
-    err_w: &OwnedFd,
-    rep_w: OwnedFd,
+    fds: ChildFds<'_>,
     want_report: bool,
     parent_ends: &[OwnedFd],
 ) -> ! {
+    let ChildFds {
+        out_w,
+        err_w,
+        rep_w,
+        sup_w,
+    } = fds;
     // SAFETY: dup2 onto 1 and 2 of fds we own; clears CLOEXEC on the targets.
     let ok =
         unsafe { libc::dup2(out_w.as_raw_fd(), 1) >= 0 && libc::dup2(err_w.as_raw_fd(), 2) >= 0 };
@@ -211,7 +296,7 @@ fn child(
         // SAFETY: closing fds this child does not use; they stay open in the parent.
         unsafe { libc::close(fd.as_raw_fd()) };
     }
-    let applied = match sandbox::enter(spec) {
+    let mut applied = match sandbox::enter(spec) {
         Ok(a) => a,
         Err(e) => {
             let mut stderr = std::io::stderr();
@@ -227,6 +312,27 @@ fn child(
         }
     }
     drop(rep);
+    // Hand the exec-once listener to the parent and keep no copy: the parent
+    // answers our execve below, and refuses any later one.
+    let Some(listener) = applied.exec_listener.take() else {
+        fail(
+            "the sandbox returned no exec-once listener",
+            &std::io::Error::from_raw_os_error(libc::EINVAL),
+        )
+    };
+    {
+        use std::os::fd::AsFd;
+        if let Err(e) =
+            proto::fdpass::send_with_fds(sup_w.as_fd(), LISTENER_MSG, &[listener.as_fd()])
+        {
+            fail(
+                "cannot hand the exec-once listener to the parent",
+                &std::io::Error::other(e.to_string()),
+            );
+        }
+    }
+    drop(listener);
+    drop(sup_w);
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -250,15 +356,17 @@ pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
     let _ = writeln!(
         o,
         "exec allowance     {}",
-        if d.exec_allowance {
-            "one execve of CMD (flow sandbox run)"
-        } else {
-            "none"
+        match &d.seccomp.exec_once {
+            Some(e) => format!("one execve of CMD (flow sandbox run): {}", e.summary),
+            None => "none".to_string(),
         }
     );
     let _ = writeln!(o, "seccomp sha256     {}", d.seccomp.sha256);
     let _ = writeln!(o, "  production       {}", d.seccomp.base_sha256);
     let _ = writeln!(o, "  exec allowance   {}", d.seccomp.exec_sha256);
+    if let Some(e) = &d.seccomp.exec_once {
+        let _ = writeln!(o, "  exec-once filter {}", e.sha256);
+    }
     let _ = writeln!(o, "namespaces (new)   {}", d.namespaces_fresh.join(", "));
     let _ = writeln!(
         o,
@@ -270,6 +378,7 @@ pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
         }
     );
     let _ = writeln!(o, "filesystem         {}", d.filesystem);
+    let _ = writeln!(o, "sockets            {}", d.sockets);
     let _ = writeln!(o, "capabilities       {}", d.capabilities);
     let _ = writeln!(o, "no_new_privs       {}", d.no_new_privs);
     let rl: Vec<String> = d
@@ -332,6 +441,16 @@ pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
                 a.nr,
                 a.allowed_when.join(" | ")
             );
+        }
+    }
+    if let Some(e) = &s.exec_once {
+        let _ = writeln!(
+            o,
+            "exec-once filter   installed after the allowlist: {}",
+            e.summary
+        );
+        for line in &e.program {
+            let _ = writeln!(o, "  rule             {line}");
         }
     }
     o

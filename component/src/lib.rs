@@ -34,7 +34,10 @@ pub struct Args {
 pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, StartError> {
     let mut a = Args::default();
     while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| StartError::Args(format!("{arg} needs a value")));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| StartError::Args(format!("{arg} needs a value")))
+        };
         match arg.as_str() {
             "--spool" => a.spool = Some(PathBuf::from(value()?)),
             "--run-as" => {

@@ -22,7 +22,8 @@ fn main() {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .build() {
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("flow-egress-gateway: cannot start the runtime: {e}");

@@ -219,8 +219,9 @@ async fn run(started: component::Started) -> i32 {
                         },
                         Err(e) => {
                             if matches!(e, ServiceError::BadRequest) {
-                                let _ = send_async(&boot, &ChildMsg::MalformedPeer { cap: r.cap }, &[])
-                                    .await;
+                                let _ =
+                                    send_async(&boot, &ChildMsg::MalformedPeer { cap: r.cap }, &[])
+                                        .await;
                             }
                             ChildMsg::PingFailed(e)
                         }
@@ -262,7 +263,10 @@ async fn ping(r: &Reasoning, count: u32, payload: &[u8]) -> Result<u64, ServiceE
             })
             .ok_or(ServiceError::Unavailable)?;
         match rx.recv().await {
-            Some(ReasoningResponse::Pong { id: got, payload: p }) if got == id && p == payload => {}
+            Some(ReasoningResponse::Pong {
+                id: got,
+                payload: p,
+            }) if got == id && p == payload => {}
             Some(ReasoningResponse::Error { error, .. }) => return Err(error),
             Some(_) => return Err(ServiceError::BadRequest),
             None => return Err(ServiceError::Unavailable),
@@ -289,9 +293,9 @@ fn node_error(e: ServiceError) -> NodeError {
         ServiceError::TimedOut => NodeError::TimedOut,
         ServiceError::Busy => NodeError::Busy,
         ServiceError::Unavailable => NodeError::WorkerUnavailable,
-        ServiceError::ModelServerFailed | ServiceError::BadRequest | ServiceError::NotPermitted(_) => {
-            NodeError::ModelServerFailed
-        }
+        ServiceError::ModelServerFailed
+        | ServiceError::BadRequest
+        | ServiceError::NotPermitted(_) => NodeError::ModelServerFailed,
     }
 }
 
@@ -377,7 +381,10 @@ impl ExecEnv {
     async fn flush(&self) -> bool {
         let pending: Vec<RunEvent> = std::mem::take(&mut *self.events.borrow_mut());
         for ev in pending {
-            if send_async(&self.boot, &ChildMsg::RunEvent(self.run.clone(), ev), &[]).await.is_err() {
+            if send_async(&self.boot, &ChildMsg::RunEvent(self.run.clone(), ev), &[])
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
@@ -412,7 +419,11 @@ async fn run_one(
         let ok = summaries
             .iter()
             .all(|s| !matches!(s.status, proto::flow::NodeStatus::Failed(_)));
-        if env.spool.write_summary(&run, &summaries, &flow.name).is_err() {
+        if env
+            .spool
+            .write_summary(&run, &summaries, &flow.name)
+            .is_err()
+        {
             eprintln!("flow-executor: cannot write a run summary to the spool");
         }
         ok

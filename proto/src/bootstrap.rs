@@ -62,12 +62,12 @@ impl ChildBootstrap {
 
     /// Announce this component after it entered its sandbox.
     pub fn hello(&self, component: Component, report: SelfReport) -> Result<(), ProtoError> {
-        send_msg_with_fds(self.fd.as_fd(), &Handshake::new(ServiceKind::Bootstrap), &[])?;
         send_msg_with_fds(
             self.fd.as_fd(),
-            &ChildMsg::Hello { component, report },
+            &Handshake::new(ServiceKind::Bootstrap),
             &[],
-        )
+        )?;
+        send_msg_with_fds(self.fd.as_fd(), &ChildMsg::Hello { component, report }, &[])
     }
 
     /// Block until the broker attested this process and sent the first grant.
@@ -106,7 +106,11 @@ pub fn pair_grants(
         return Err(ProtoError::Decode {
             type_name: "BrokerMsg::Grant",
             len: grants.len(),
-            reason: format!("{} grants arrived with {} descriptors", grants.len(), fds.len()),
+            reason: format!(
+                "{} grants arrived with {} descriptors",
+                grants.len(),
+                fds.len()
+            ),
         });
     }
     Ok(grants.into_iter().zip(fds).collect())
@@ -119,13 +123,10 @@ pub async fn recv_async<T: serde::de::DeserializeOwned>(
     max: usize,
 ) -> Result<(T, Vec<OwnedFd>), ProtoError> {
     loop {
-        let mut guard = fd
-            .readable()
-            .await
-            .map_err(|e| ProtoError::Io {
-                op: "waiting for the bootstrap channel",
-                source: e,
-            })?;
+        let mut guard = fd.readable().await.map_err(|e| ProtoError::Io {
+            op: "waiting for the bootstrap channel",
+            source: e,
+        })?;
         match recv_msg_with_fds::<T>(fd.get_ref().as_fd(), max) {
             Err(e) if e.is_would_block() => {
                 guard.clear_ready();
@@ -143,13 +144,10 @@ pub async fn send_async<T: serde::Serialize>(
     fds: &[BorrowedFd<'_>],
 ) -> Result<(), ProtoError> {
     loop {
-        let mut guard = fd
-            .writable()
-            .await
-            .map_err(|e| ProtoError::Io {
-                op: "waiting for the bootstrap channel",
-                source: e,
-            })?;
+        let mut guard = fd.writable().await.map_err(|e| ProtoError::Io {
+            op: "waiting for the bootstrap channel",
+            source: e,
+        })?;
         match send_msg_with_fds(fd.get_ref().as_fd(), msg, fds) {
             Err(e) if e.is_would_block() => {
                 guard.clear_ready();
@@ -170,8 +168,6 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
 /// Register an owned descriptor for readability only (e.g. a pidfd).
 pub fn async_fd_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: as in `async_fd`: the AsyncFd owns the descriptor.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(std::io::Error::from)
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
 }

@@ -116,12 +116,26 @@ pub struct NodeSummary {
 /// Events of one run, streamed executor → broker → `flow run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEvent {
-    Started { run: RunId, nodes: u32 },
-    NodeStarted { node: String },
+    Started {
+        run: RunId,
+        nodes: u32,
+    },
+    NodeStarted {
+        node: String,
+    },
     /// A piece of AI output, for live display. Content: never logged.
-    Token { node: String, text: String },
+    Token {
+        node: String,
+        text: String,
+    },
     /// An output node's value for stdout. Content: never logged.
-    Output { node: String, text: String },
+    Output {
+        node: String,
+        text: String,
+    },
     NodeFinished(NodeSummary),
-    Finished { run: RunId, ok: bool },
+    Finished {
+        run: RunId,
+        ok: bool,
+    },
 }

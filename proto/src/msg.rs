@@ -163,7 +163,10 @@ pub enum BrokerMsg {
 /// Requests on a `Reasoning` capability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReasoningRequest {
-    Ping { id: u64, payload: Vec<u8> },
+    Ping {
+        id: u64,
+        payload: Vec<u8>,
+    },
     /// Run inference; answered by a stream of `Token` frames and one `Done`
     /// (or one `Error`).
     Infer {
@@ -174,7 +177,9 @@ pub enum ReasoningRequest {
         timeout_ms: u32,
     },
     /// Stop request `id`; it ends with `Error { error: Cancelled }`.
-    Cancel { id: u64 },
+    Cancel {
+        id: u64,
+    },
 }
 
 /// What to run. Prompt text lives only in these frames, the worker's memory
@@ -285,7 +290,10 @@ pub enum ControlRequest {
     Revoke(CapId),
     /// Ask the executor to ping the reasoning worker over its capability
     /// `count` times with `payload`; used by `flow ping` and the benchmark.
-    Ping { count: u32, payload: Vec<u8> },
+    Ping {
+        count: u32,
+        payload: Vec<u8>,
+    },
     Down,
     /// Run a validated flow; answered by a stream of `RunEvent`s ending with
     /// `RunEvent::Finished` (or one `Error`).
@@ -298,10 +306,17 @@ pub enum ControlRequest {
     ModelsList,
     /// Import a model file; the broker reads it, checks its digest against
     /// the catalog and stores it.
-    ModelImport { path: String },
+    ModelImport {
+        path: String,
+    },
     /// Re-hash stored models (all, or one id).
-    ModelVerify { id: Option<String> },
-    ModelRemove { id: String, version: Option<String> },
+    ModelVerify {
+        id: Option<String>,
+    },
+    ModelRemove {
+        id: String,
+        version: Option<String>,
+    },
 }
 
 /// Broker -> `flow` CLI.

@@ -737,8 +737,9 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    s.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Hex chunk size, optionally followed by `;extensions` (ignored).
@@ -768,8 +769,12 @@ fn parse_chunk_size(line: &[u8]) -> Result<usize, LlamaError> {
 #[derive(Debug)]
 enum BodyReader {
     /// `left` bytes of the current chunk remain (0: a size line is next).
-    Chunked { left: usize },
-    Length { left: u64 },
+    Chunked {
+        left: usize,
+    },
+    Length {
+        left: u64,
+    },
     Done,
 }
 
@@ -1003,9 +1008,8 @@ impl StreamState {
         let data = match event {
             SseEvent::Error(data) => {
                 let v = serde_json::from_str::<Value>(&data).ok();
-                let kind = v.and_then(|v| {
-                    error_kind(&v).or_else(|| error_kind(&json!({ "error": v })))
-                });
+                let kind =
+                    v.and_then(|v| error_kind(&v).or_else(|| error_kind(&json!({ "error": v }))));
                 return Err(LlamaError::StreamError { kind });
             }
             SseEvent::Data(data) => data,

@@ -5,15 +5,18 @@
 //! Each test starts its own server on a fresh unix socket with an empty
 //! environment; tests run one at a time (2 shared cores).
 
+// A test crate: its helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proto::msg::{InferInput, InferParams, StopReason};
 use reasoning_worker::llama::{self, Completed, InferOptions, LlamaError, Stage};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Tests run on separate runtimes and threads; one llama-server at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Install {
     server: PathBuf,
@@ -29,13 +32,16 @@ fn install() -> Option<Install> {
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| Path::new(&d).join("flow-build")))
         .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".cache/flow-build")))?;
     let cached = std::fs::read_dir(&base).ok()?.flatten().any(|e| {
-        e.file_name().to_string_lossy().starts_with("llama-") && e.path().join("llama-server").is_file()
+        e.file_name().to_string_lossy().starts_with("llama-")
+            && e.path().join("llama-server").is_file()
     });
     if !cached {
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/install-llama.sh");
-    let out = Command::new(&script).output().expect("run install-llama.sh");
+    let out = Command::new(&script)
+        .output()
+        .expect("run install-llama.sh");
     assert!(
         out.status.success(),
         "install-llama.sh failed: {}",
@@ -45,7 +51,11 @@ fn install() -> Option<Install> {
     let lines: Vec<&str> = stdout.lines().collect();
     let field = |line: &str, tag: &str| -> PathBuf {
         let mut parts = line.split_whitespace();
-        assert_eq!(parts.next(), Some(tag), "unexpected install-llama.sh line: {line}");
+        assert_eq!(
+            parts.next(),
+            Some(tag),
+            "unexpected install-llama.sh line: {line}"
+        );
         PathBuf::from(parts.next().expect("a path"))
     };
     let [.., server_line, model_line] = lines.as_slice() else {
@@ -93,7 +103,15 @@ impl Server {
             .arg(&install.model)
             .arg("--host")
             .arg(&socket)
-            .args(["--offline", "--no-webui", "--no-slots", "-t", "2", "-c", "2048"])
+            .args([
+                "--offline",
+                "--no-webui",
+                "--no-slots",
+                "-t",
+                "2",
+                "-c",
+                "2048",
+            ])
             .args(["-np", &slots.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -106,7 +124,9 @@ impl Server {
     }
 
     async fn connect(&self) -> UnixStream {
-        UnixStream::connect(&self.socket).await.expect("connect to llama-server")
+        UnixStream::connect(&self.socket)
+            .await
+            .expect("connect to llama-server")
     }
 
     async fn wait_ready(&self) {
@@ -174,14 +194,17 @@ async fn run_once(
     let mut conn = server.connect().await;
     let res = run(&mut conn, input, params).await;
     if let Ok((_, done)) = &res {
-        assert!(!done.keep_alive, "llama-server started keeping streamed connections");
+        assert!(
+            !done.keep_alive,
+            "llama-server started keeping streamed connections"
+        );
     }
     res
 }
 
 #[tokio::test]
 async fn completion_and_chat_are_deterministic() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(install) = install_or_skip("completion_and_chat_are_deterministic") else {
         return;
     };
@@ -211,7 +234,10 @@ async fn completion_and_chat_are_deterministic() {
     for params in [greedy(48), sampled] {
         let (a, da) = run_once(&server, &input, &params).await.unwrap();
         let (b, db) = run_once(&server, &input, &params).await.unwrap();
-        eprintln!("completion (temp {}): {a:?} {da:?}", params.temperature_milli);
+        eprintln!(
+            "completion (temp {}): {a:?} {da:?}",
+            params.temperature_milli
+        );
         assert_eq!(a, b);
         assert_eq!(da, db);
         assert!(da.prompt_tokens > 0 && da.generated_tokens > 0, "{da:?}");
@@ -266,7 +292,7 @@ async fn completion_and_chat_are_deterministic() {
 
 #[tokio::test]
 async fn two_connections_run_concurrently() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(install) = install_or_skip("two_connections_run_concurrently") else {
         return;
     };
@@ -306,7 +332,7 @@ async fn two_connections_run_concurrently() {
 /// the next request is served at once instead of after the long one.
 #[tokio::test]
 async fn dropped_connection_cancels_generation() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(install) = install_or_skip("dropped_connection_cancels_generation") else {
         return;
     };
@@ -317,7 +343,9 @@ async fn dropped_connection_cancels_generation() {
     let mut tokens = 0u32;
     let cut = tokio::time::timeout(
         Duration::from_millis(500),
-        llama::infer(&mut conn, &completion("Write a long essay."), &long, |_| tokens += 1),
+        llama::infer(&mut conn, &completion("Write a long essay."), &long, |_| {
+            tokens += 1
+        }),
     )
     .await;
     assert!(cut.is_err(), "1800 tokens cannot finish in 500 ms");
@@ -331,12 +359,15 @@ async fn dropped_connection_cancels_generation() {
     let waited = started.elapsed();
     eprintln!("after cancel ({tokens} tokens streamed): next request took {waited:?}");
     assert_eq!(d.generated_tokens, 8);
-    assert!(waited < Duration::from_secs(3), "the slot was not freed: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(3),
+        "the slot was not freed: {waited:?}"
+    );
 }
 
 #[tokio::test]
 async fn killed_server_gives_server_closed_quickly() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(install) = install_or_skip("killed_server_gives_server_closed_quickly") else {
         return;
     };
@@ -365,10 +396,18 @@ async fn killed_server_gives_server_closed_quickly() {
     eprintln!("after SIGKILL: {res:?} in {took:?}");
     let err = res.unwrap_err();
     assert!(
-        matches!(err, LlamaError::ServerClosed { stage: Stage::ReadingBody }),
+        matches!(
+            err,
+            LlamaError::ServerClosed {
+                stage: Stage::ReadingBody
+            }
+        ),
         "{err:?}"
     );
-    assert_eq!(err.service_error(), proto::msg::ServiceError::ModelServerFailed);
+    assert_eq!(
+        err.service_error(),
+        proto::msg::ServiceError::ModelServerFailed
+    );
     assert!(took < Duration::from_secs(1), "{took:?}");
 
     // Nobody listens any more: the broker's reconnect fails at once too.
@@ -379,7 +418,7 @@ async fn killed_server_gives_server_closed_quickly() {
 /// first token to last token, median of three after a warm-up.
 #[tokio::test]
 async fn throughput_256_tokens() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(install) = install_or_skip("throughput_256_tokens") else {
         return;
     };
@@ -417,6 +456,29 @@ async fn throughput_256_tokens() {
         }
     }
     rates.sort_by(f64::total_cmp);
-    eprintln!("THROUGHPUT median {:.1} tokens/s (256 tokens, ignore_eos, -t 2, 1 slot)", rates[1]);
+    eprintln!(
+        "THROUGHPUT median {:.1} tokens/s (256 tokens, ignore_eos, -t 2, 1 slot)",
+        rates[1]
+    );
     assert!(rates[1] > 5.0, "{rates:?}");
+}
+
+/// llama-server closes a connection that stays idle for 5 s, even one that
+/// never carried a request: the client reports the retryable error.
+#[tokio::test]
+async fn idle_connection_is_closed_by_the_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(install) = install_or_skip("idle_connection_is_closed_by_the_server") else {
+        return;
+    };
+    let server = Server::start(&install, 1).await;
+    let mut conn = server.connect().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let err = run(&mut conn, &completion("Once upon a time"), &greedy(4))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LlamaError::ClosedBeforeResponse { .. }),
+        "{err:?}"
+    );
 }

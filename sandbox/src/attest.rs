@@ -16,14 +16,62 @@ use std::path::{Path, PathBuf};
 /// What the broker expects of a freshly entered child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Expected {
-    /// `Seccomp_filters` the child must show: the broker's own count + 1.
+    /// `Seccomp_filters` the child must show: the broker's own count + 1
+    /// (+ 1 more for an exec-variant process: the exec-once listener filter).
     pub seccomp_filters: u32,
     /// Namespaces the child must NOT share with the broker (e.g. "user", "net").
     pub fresh_namespaces: Vec<String>,
     /// Namespaces the child must share with the broker (e.g. "net" for the gateway).
     pub shared_namespaces: Vec<String>,
-    /// The exact set of open fds.
-    pub fds: Vec<i32>,
+    /// What its fd table may hold.
+    pub fds: FdPolicy,
+}
+
+/// What a child's fd table may hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdPolicy {
+    /// Exactly these fd numbers (a Rust component, checked while it waits
+    /// for the broker's first grant, so its table is what it declared).
+    Exact(Vec<i32>),
+    /// A foreign binary (llama-server) whose table changes as it runs: any
+    /// number of fds, but each must be a socket, a pipe, an anonymous inode
+    /// (eventfd, epoll, timerfd, ...; never a seccomp listener), `/dev/null`
+    /// or one of `allowed_paths` (a file, or anything under a directory), as
+    /// `readlink /proc/<pid>/fd/N` shows it from the outside.
+    ForeignBinary { allowed_paths: Vec<PathBuf> },
+}
+
+impl Expected {
+    /// The same expectations with the [`FdPolicy::ForeignBinary`] fd policy.
+    pub fn foreign_binary(mut self, allowed_paths: Vec<PathBuf>) -> Expected {
+        self.fds = FdPolicy::ForeignBinary { allowed_paths };
+        self
+    }
+}
+
+/// Why `target` (an fd's `readlink`) is acceptable under `allowed_paths`,
+/// or `None` when it is not.
+fn foreign_fd_ok(target: &Path, allowed_paths: &[PathBuf]) -> Option<&'static str> {
+    let text = target.to_string_lossy();
+    if text.starts_with("socket:[") {
+        return Some("socket");
+    }
+    if text.starts_with("pipe:[") {
+        return Some("pipe");
+    }
+    if let Some(kind) = text.strip_prefix("anon_inode:") {
+        // A listener would let the holder answer seccomp notifications.
+        return (!kind.contains("seccomp")).then_some("anon_inode");
+    }
+    if target == Path::new("/dev/null") {
+        return Some("/dev/null");
+    }
+    // Path::starts_with compares whole components: /models/a is not under
+    // /models/ab, and "x (deleted)" is not the file x.
+    allowed_paths
+        .iter()
+        .any(|a| target.starts_with(a))
+        .then_some("allowed path")
 }
 
 /// What the broker observed, shown by `flow status --json`.
@@ -65,7 +113,7 @@ pub fn expected_for(profile: ProfileName, broker_seccomp_filters: u32, fds: &[i3
             .into_iter()
             .map(String::from)
             .collect(),
-        fds,
+        fds: FdPolicy::Exact(fds),
     }
 }
 
@@ -262,15 +310,43 @@ pub fn attest(
         })
         .collect();
     fds.sort_unstable();
-    let mut want = expected.fds.clone();
-    want.sort_unstable();
-    if fds != want {
-        return Err(fail(
-            pid,
-            "fd table",
-            format!("{fds:?}"),
-            format!("{want:?}"),
-        ));
+    match &expected.fds {
+        FdPolicy::Exact(want) => {
+            let mut want = want.clone();
+            want.sort_unstable();
+            if fds != want {
+                return Err(fail(
+                    pid,
+                    "fd table",
+                    format!("{fds:?}"),
+                    format!("{want:?}"),
+                ));
+            }
+        }
+        FdPolicy::ForeignBinary { allowed_paths } => {
+            let mut open = Vec::with_capacity(fds.len());
+            for fd in fds {
+                let link = fd_dir.join(fd.to_string());
+                let target = match std::fs::read_link(&link) {
+                    Ok(t) => t,
+                    // Closed between the listing and now: not in the table.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(source) => return Err(read_err(link)(source)),
+                };
+                if foreign_fd_ok(&target, allowed_paths).is_none() {
+                    return Err(fail(
+                        pid,
+                        format!("fd {fd}"),
+                        target.display(),
+                        format!(
+                            "a socket, pipe, anon_inode, /dev/null or one of {allowed_paths:?}"
+                        ),
+                    ));
+                }
+                open.push(fd);
+            }
+            fds = open;
+        }
     }
     report.fds = fds;
 
@@ -304,7 +380,7 @@ mod tests {
                     "net".into()
                 ],
                 vec![],
-                vec![0, 1, 2, 3]
+                FdPolicy::Exact(vec![0, 1, 2, 3])
             )
         );
         let g = expected_for(ProfileName::EgressGateway, 2, &[0, 1, 2]);
@@ -313,6 +389,42 @@ mod tests {
             (3, vec!["net".to_string()])
         );
         assert!(!g.fresh_namespaces.contains(&"net".to_string()));
+    }
+
+    #[test]
+    fn foreign_binary_fd_policy() {
+        let allowed = vec![
+            PathBuf::from("/models/m.gguf"),
+            PathBuf::from("/run/flow/llama"),
+        ];
+        let ok = |t: &str| foreign_fd_ok(Path::new(t), &allowed);
+        assert_eq!(ok("socket:[1234]"), Some("socket"));
+        assert_eq!(ok("pipe:[99]"), Some("pipe"));
+        assert_eq!(ok("anon_inode:[eventpoll]"), Some("anon_inode"));
+        assert_eq!(ok("anon_inode:[eventfd]"), Some("anon_inode"));
+        assert_eq!(ok("/dev/null"), Some("/dev/null"));
+        assert_eq!(ok("/models/m.gguf"), Some("allowed path"));
+        assert_eq!(ok("/run/flow/llama/llama.sock"), Some("allowed path"));
+        for bad in [
+            "anon_inode:seccomp notify",
+            "/etc/passwd",
+            "/models/m.gguf.bak",
+            "/models/m.gguf (deleted)",
+            "/run/flow/llama2/x",
+            "/dev/tty",
+            "/",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
+        let e =
+            expected_for(ProfileName::LlamaServer, 1, &[0, 1, 2]).foreign_binary(allowed.clone());
+        assert_eq!(e.seccomp_filters, 2);
+        assert_eq!(
+            e.fds,
+            FdPolicy::ForeignBinary {
+                allowed_paths: allowed
+            }
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::landlock_rules::{self, Grant, RuleDesc};
 use crate::profile::RlimitSpec;
 use crate::seccomp::{self, SyscallRule};
-use crate::{ProfileName, SandboxError};
+use crate::{exec_once, ProfileName, SandboxError};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -15,6 +15,9 @@ pub struct ProfileDescription {
     pub namespaces_fresh: Vec<String>,
     pub namespaces_shared: Vec<String>,
     pub filesystem: String,
+    /// Which sockets the profile may create (every send call also refuses
+    /// `MSG_FASTOPEN`, an implicit TCP connect).
+    pub sockets: String,
     pub rlimits: Vec<RlimitSpec>,
     pub capabilities: String,
     pub no_new_privs: bool,
@@ -45,6 +48,16 @@ pub struct SeccompDescription {
     pub base_sha256: String,
     /// sha256 of the profile's exec-allowance filter.
     pub exec_sha256: String,
+    /// The exec variant's second filter: `execve` allowed once.
+    pub exec_once: Option<ExecOnceDescription>,
+}
+
+/// The exec-once listener filter ([`crate::exec_once`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecOnceDescription {
+    pub summary: String,
+    pub program: Vec<String>,
+    pub sha256: String,
 }
 
 /// Read paths (with is-dir), write dirs, exec paths (with grant).
@@ -101,6 +114,7 @@ pub fn describe(profile: ProfileName, exec: bool) -> ProfileDescription {
         namespaces_fresh: profile.fresh_namespaces().into_iter().map(String::from).collect(),
         namespaces_shared: profile.shared_namespaces().into_iter().map(String::from).collect(),
         filesystem: "empty read-only tmpfs root holding only the declared paths at their host paths; no /proc, /dev, /sys".to_string(),
+        sockets: format!("{}; no send call may carry MSG_FASTOPEN", profile.sockets()),
         rlimits: profile.rlimits(),
         capabilities: "none: bounding, ambient, inheritable, permitted and effective sets all empty".to_string(),
         no_new_privs: true,
@@ -127,6 +141,11 @@ pub fn describe(profile: ProfileName, exec: bool) -> ProfileDescription {
             sha256: if exec { exec_sha256.clone() } else { base_sha256.clone() },
             base_sha256,
             exec_sha256,
+            exec_once: exec.then(|| ExecOnceDescription {
+                summary: exec_once::SUMMARY.to_string(),
+                program: exec_once::PROGRAM_TEXT.iter().map(|s| s.to_string()).collect(),
+                sha256: exec_once::sha256(),
+            }),
         },
     }
 }
@@ -144,6 +163,19 @@ mod tests {
             assert_eq!(e.seccomp.sha256, seccomp::sha256(p, true).unwrap());
             assert_eq!(d.seccomp.exec_sha256, e.seccomp.sha256);
         }
+    }
+
+    #[test]
+    fn exec_variant_describes_exec_once() {
+        for p in ProfileName::ALL {
+            assert!(describe(p, false).seccomp.exec_once.is_none());
+            let e = describe(p, true).seccomp.exec_once.unwrap();
+            assert_eq!(e.summary, exec_once::SUMMARY);
+            assert_eq!(e.sha256, exec_once::sha256());
+        }
+        assert!(describe(ProfileName::EgressGateway, false)
+            .sockets
+            .contains("DNS over UDP arrives later with the gateway's own resolver rule"));
     }
 
     #[test]

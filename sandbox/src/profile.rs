@@ -13,7 +13,10 @@ pub enum ProfileName {
     ReasoningWorker,
     /// The reasoning worker's rules plus read/write of its spool directory.
     Executor,
-    /// Keeps the host net namespace (it alone); may create TCP/UDP IP sockets.
+    /// Keeps the host net namespace (it alone); may create TCP sockets only
+    /// (`AF_INET`/`AF_INET6`, `SOCK_STREAM`, protocol 0 or `IPPROTO_TCP`),
+    /// whose connects landlock governs. No UDP: DNS over UDP arrives later
+    /// with the gateway's own resolver rule.
     EgressGateway,
     /// Foreign binary: own empty net namespace, AF_UNIX only, read-only model,
     /// binary and libraries, one writable socket directory.
@@ -39,6 +42,25 @@ impl ProfileName {
 
     pub fn parse(s: &str) -> Option<ProfileName> {
         ProfileName::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// What sockets the profile may create, for `flow sandbox show`. The
+    /// seccomp allowlist ([`crate::seccomp`]) is what enforces it.
+    pub fn sockets(self) -> &'static str {
+        match self {
+            ProfileName::ReasoningWorker | ProfileName::Executor => {
+                "none: no socket creation; only descriptors the broker passed"
+            }
+            ProfileName::EgressGateway => {
+                "TCP only: socket(AF_INET|AF_INET6, SOCK_STREAM, 0|IPPROTO_TCP); \
+                 connect and bind governed by landlock (no port granted until the catalog grants one); \
+                 no UDP: DNS over UDP arrives later with the gateway's own resolver rule; \
+                 no MPTCP/SCTP (landlock does not govern them)"
+            }
+            ProfileName::LlamaServer => {
+                "socket(AF_UNIX, SOCK_STREAM) only, in its own empty net namespace"
+            }
+        }
     }
 
     /// Whether the profile keeps the host network namespace.

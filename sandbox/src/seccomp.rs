@@ -18,7 +18,13 @@
 //! relative jumps of that program stay valid.
 //!
 //! **Invariant:** no filter allows `socket` for the reasoning worker or the
-//! executor, `execve`/`execveat` without the exec allowance, `fork`/`vfork`,
+//! executor, a socket other than TCP (`AF_INET`/`AF_INET6`, `SOCK_STREAM`,
+//! protocol 0 or `IPPROTO_TCP`) for the gateway, a `sendto`/`sendmsg`/
+//! `sendmmsg` whose flags carry `MSG_FASTOPEN` (an implicit TCP connect that
+//! landlock's connect rule does not see), `seccomp` other than the exec
+//! variant's one exec-once listener install, more than one `execve` (the
+//! exec-once supervisor, [`crate::exec_once`]),
+//! `execve`/`execveat` without the exec allowance, `fork`/`vfork`,
 //! `clone` without thread flags, `ptrace`, `process_vm_*`, the keyring,
 //! `io_uring_*`, `bpf`, `perf_event_open`, `userfaultfd`, `mount`, `pivot_root`,
 //! `unshare`, `setns`, `memfd_create`, `open_by_handle_at` or `kill`.
@@ -405,6 +411,7 @@ fn socket_of(
             let base = vec![eq(0, *f, ft), dmasked(1, SOCK_TYPE_MASK, *t, tt)];
             if protocols.is_empty() {
                 alts.push(base);
+                continue;
             }
             for (p, pt) in protocols {
                 let mut alt = base.clone();
@@ -800,6 +807,86 @@ mod tests {
             .unwrap();
         assert_eq!(stat.when.len(), 1);
         assert!(!names(ProfileName::Executor, false).contains(&"socket"));
+    }
+
+    fn rule(p: ProfileName, exec: bool, name: &str) -> Option<Allow> {
+        allowlist(p, exec).into_iter().find(|a| a.name == name)
+    }
+
+    #[test]
+    fn no_send_call_may_carry_msg_fastopen() {
+        for p in ProfileName::ALL {
+            for exec in [false, true] {
+                for (name, arg) in [("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)] {
+                    let Some(a) = rule(p, exec, name) else {
+                        continue;
+                    };
+                    assert!(!a.when.is_empty(), "{p} exec={exec}: {name} unconditional");
+                    for alt in &a.when {
+                        assert!(
+                            alt.iter().any(|c| c.arg == arg
+                                && c.mask == 0x2000_0000
+                                && c.value == 0
+                                && c.dword),
+                            "{p} exec={exec}: {name} alternative without the MSG_FASTOPEN test"
+                        );
+                    }
+                }
+                assert!(rule(p, exec, "sendto").is_some(), "{p}");
+                assert!(rule(p, exec, "sendmsg").is_some(), "{p}");
+            }
+        }
+        assert!(rule(ProfileName::EgressGateway, false, "sendmmsg").is_some());
+    }
+
+    #[test]
+    fn gateway_creates_tcp_sockets_only() {
+        for exec in [false, true] {
+            let s = rule(ProfileName::EgressGateway, exec, "socket").unwrap();
+            assert_eq!(s.when.len(), 4);
+            for alt in &s.when {
+                let values: Vec<(u8, u64, u64)> =
+                    alt.iter().map(|c| (c.arg, c.mask, c.value)).collect();
+                assert!(
+                    values.contains(&(0, u64::MAX, libc::AF_INET as u64))
+                        || values.contains(&(0, u64::MAX, libc::AF_INET6 as u64)),
+                    "{values:?}"
+                );
+                assert!(
+                    values.contains(&(1, SOCK_TYPE_MASK, libc::SOCK_STREAM as u64)),
+                    "{values:?}"
+                );
+                assert!(
+                    values.contains(&(2, u64::MAX, 0))
+                        || values.contains(&(2, u64::MAX, libc::IPPROTO_TCP as u64)),
+                    "{values:?}"
+                );
+            }
+        }
+        // The mask keeps every type bit but the two creation flags.
+        assert_eq!(
+            SOCK_TYPE_MASK & libc::SOCK_DGRAM as u64,
+            libc::SOCK_DGRAM as u64
+        );
+        assert_eq!(SOCK_TYPE_MASK & 0x80800, 0);
+    }
+
+    #[test]
+    fn seccomp_only_installs_the_exec_once_listener() {
+        for p in ProfileName::ALL {
+            assert!(rule(p, false, "seccomp").is_none(), "{p}");
+            let s = rule(p, true, "seccomp").unwrap();
+            assert_eq!(s.when.len(), 1);
+            let conds: Vec<(u8, u64, u64)> =
+                s.when[0].iter().map(|c| (c.arg, c.mask, c.value)).collect();
+            assert_eq!(
+                conds,
+                vec![
+                    (0, u64::MAX, u64::from(libc::SECCOMP_SET_MODE_FILTER)),
+                    (1, u64::MAX, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER),
+                ]
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,19 @@ use std::process::{Command, Stdio};
 const CASE: &str = "FLOW_SANDBOX_CASE";
 const CTL: &str = "FLOW_SANDBOX_CTL";
 const DIR: &str = "FLOW_SANDBOX_DIR";
+/// Exec cases: the SOCK_SEQPACKET end the exec-once listener goes out on.
+const SUP: &str = "FLOW_SANDBOX_SUP";
+
+/// Exec cases, each one process: `enter` with the exec allowance for
+/// /bin/cat, the exec-once listener handed to the parent (or dropped, for
+/// `exec-no-supervisor`), then `exec_checks`.
+const EXEC_CASES: [&str; 5] = [
+    "exec-cat",
+    "exec-cat-outside",
+    "exec-spent",
+    "exec-absent",
+    "exec-no-supervisor",
+];
 
 fn main() {
     if let Ok(case) = std::env::var(CASE) {
@@ -70,7 +83,8 @@ impl Checks {
 fn spec_for(case: &str, dir: &Path) -> Spec {
     let profile = match case {
         "worker" | "unsandboxed" | "worker-unprivileged" => ProfileName::ReasoningWorker,
-        "executor" | "exec-cat" | "exec-cat-outside" => ProfileName::Executor,
+        "executor" => ProfileName::Executor,
+        c if c.starts_with("exec-") => ProfileName::Executor,
         "gateway" => ProfileName::EgressGateway,
         "llama" => ProfileName::LlamaServer,
         other => panic!("unknown case {other}"),
@@ -78,7 +92,7 @@ fn spec_for(case: &str, dir: &Path) -> Spec {
     let mut spec = Spec::new(profile);
     match case {
         "executor" => spec.write_dirs = vec![dir.join("spool")],
-        "exec-cat" | "exec-cat-outside" => {
+        c if c.starts_with("exec-") => {
             spec.read_paths = vec![dir.join("model.bin")];
             spec.exec = Some(PathBuf::from("/bin/cat"));
         }
@@ -106,12 +120,13 @@ fn child(case: &str) {
         .into_raw_fd();
     let mut spec = spec_for(case, &dir);
     spec.keep_fds = vec![ctl, status];
+    let sup: Option<RawFd> = std::env::var(SUP).ok().and_then(|v| v.parse().ok());
     if case.starts_with("exec-") {
-        spec.keep_fds = vec![ctl];
+        spec.keep_fds = vec![ctl, sup.expect("exec cases get a listener socket")];
         // SAFETY: status was opened above and is not used again.
         unsafe { libc::close(status) };
     }
-    let applied: Option<Applied> = if case == "unsandboxed" {
+    let mut applied: Option<Applied> = if case == "unsandboxed" {
         None
     } else {
         match sandbox::enter(&spec) {
@@ -122,6 +137,18 @@ fn child(case: &str) {
             }
         }
     };
+    // Exec cases: hand the exec-once listener to the parent and keep no
+    // copy, as `flow sandbox run` does; the fd table is then [0, 1, 2, ctl].
+    if let Some(sup) = sup {
+        // SAFETY: the parent passed this descriptor for our exclusive use.
+        let sup = unsafe { OwnedFd::from_raw_fd(sup) };
+        let listener = applied
+            .as_mut()
+            .and_then(|a| a.exec_listener.take())
+            .expect("the exec variant returns a listener");
+        proto::fdpass::send_with_fds(sup.as_fd(), b"L", &[listener.as_fd()])
+            .expect("send listener");
+    }
     // Report readiness and wait for the parent's attestation before the
     // runtime opens its epoll and eventfd descriptors: the parent checks the
     // fd table exactly as `enter` left it.
@@ -139,11 +166,15 @@ fn child(case: &str) {
     }
     if case.starts_with("exec-") {
         let mut c = Checks(Vec::new());
-        exec_checks(&mut c);
+        let exec_cat = exec_checks(&mut c, case, &dir);
         for l in &c.0 {
             (&ctl_sock)
                 .write_all(format!("{l}\n").as_bytes())
                 .expect("result");
+        }
+        if !exec_cat {
+            (&ctl_sock).write_all(b"DONE\n").expect("done");
+            std::process::exit(0);
         }
         (&ctl_sock).write_all(b"EXEC\n").expect("exec");
         let target = if case == "exec-cat" {
@@ -429,6 +460,49 @@ fn inside_checks(c: &mut Checks, case: &str, status_fd: RawFd, dir: &Path) {
                     i64::from(r),
                     libc::EACCES,
                 );
+                let msg = b"x";
+                let r = libc::sendto(
+                    s,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_FASTOPEN,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+                c.denied(
+                    "gateway: sendto(MSG_FASTOPEN) refused (an implicit connect)",
+                    r as i64,
+                    libc::EPERM,
+                );
+                c.denied(
+                    "gateway: socket(AF_INET, DGRAM) refused (TCP only)",
+                    i64::from(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)),
+                    libc::EPERM,
+                );
+                c.denied(
+                    "gateway: socket(AF_INET6, DGRAM) refused (TCP only)",
+                    i64::from(libc::socket(
+                        libc::AF_INET6,
+                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                        0,
+                    )),
+                    libc::EPERM,
+                );
+                c.denied(
+                    "gateway: socket(AF_INET, STREAM, IPPROTO_MPTCP) refused",
+                    i64::from(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262)),
+                    libc::EPERM,
+                );
+                let s6 = libc::socket(
+                    libc::AF_INET6,
+                    libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_TCP,
+                );
+                c.expect(
+                    "gateway: socket(AF_INET6, STREAM|NONBLOCK|CLOEXEC, IPPROTO_TCP) allowed",
+                    s6 >= 0,
+                    std::io::Error::last_os_error(),
+                );
                 c.denied(
                     "gateway: socket(AF_UNIX) refused",
                     i64::from(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)),
@@ -502,24 +576,123 @@ fn inside_checks(c: &mut Checks, case: &str, status_fd: RawFd, dir: &Path) {
     }
 }
 
-fn exec_checks(c: &mut Checks) {
-    let argv = [c"/bin/sh".as_ptr(), std::ptr::null()];
+fn execve(path: &std::ffi::CStr, arg: Option<&std::ffi::CStr>) -> i64 {
+    let argv = [
+        path.as_ptr(),
+        arg.map_or(std::ptr::null(), |a| a.as_ptr()),
+        std::ptr::null(),
+    ];
     let envp = [std::ptr::null()];
-    // SAFETY: NUL-terminated arrays of static C strings.
-    let r = unsafe { libc::execve(c"/bin/sh".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    c.denied("exec: another binary is absent", i64::from(r), libc::ENOENT);
-    let lib = c"/lib/x86_64-linux-gnu/libc.so.6";
-    let argv = [lib.as_ptr(), std::ptr::null()];
-    // SAFETY: as above.
-    let r = unsafe { libc::execve(lib.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    c.denied(
-        "exec: a library is not executable (landlock)",
-        i64::from(r),
-        libc::EACCES,
-    );
-    // SAFETY: socket with integer arguments.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    c.denied("exec: socket still refused", i64::from(s), libc::EPERM);
+    // SAFETY: NUL-terminated arrays of NUL-terminated strings that outlive
+    // the call; on success it does not return.
+    i64::from(unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) })
+}
+
+/// The checks of an exec case, run after `enter` and after the listener left
+/// the process. Returns whether the case then execs /bin/cat for real.
+fn exec_checks(c: &mut Checks, case: &str, dir: &Path) -> bool {
+    let model =
+        std::ffi::CString::new(dir.join("model.bin").to_string_lossy().into_owned()).expect("path");
+    match case {
+        "exec-cat" | "exec-cat-outside" => return true,
+        "exec-spent" => {
+            // The first execve is let through by the supervisor and refused
+            // by landlock; that spends the allowance.
+            c.denied(
+                "exec: the first execve (a library) is refused by landlock",
+                execve(c"/lib/x86_64-linux-gnu/libc.so.6", None),
+                libc::EACCES,
+            );
+            c.denied(
+                "exec-once: a second execve is refused",
+                execve(c"/bin/sh", None),
+                libc::EPERM,
+            );
+            c.denied(
+                "exec-once: even the allowed binary is refused once the allowance is spent",
+                execve(c"/bin/cat", Some(&model)),
+                libc::EPERM,
+            );
+            let argv = [c"cat".as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            // SAFETY: as in `execve`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    libc::AT_FDCWD,
+                    c"/bin/cat".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    0,
+                )
+            };
+            c.denied("exec: execveat refused", r, libc::EPERM);
+            // The one seccomp call the exec allowance permits is dead: the
+            // kernel allows one listener per filter chain.
+            let prog = [libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            }];
+            let fprog = libc::sock_fprog {
+                len: 1,
+                filter: prog.as_ptr().cast_mut(),
+            };
+            // SAFETY: fprog points at a one-instruction program alive for the call.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    &fprog as *const libc::sock_fprog,
+                )
+            };
+            c.denied(
+                "exec-once: a second listener cannot be installed",
+                r,
+                libc::EBUSY,
+            );
+            // SAFETY: as above, other flags.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &fprog as *const libc::sock_fprog,
+                )
+            };
+            c.denied(
+                "exec: seccomp without the listener flag refused",
+                r,
+                libc::EPERM,
+            );
+            // SAFETY: socket with integer arguments.
+            let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            c.denied("exec: socket still refused", i64::from(s), libc::EPERM);
+        }
+        "exec-absent" => {
+            c.denied(
+                "exec: the first execve (a binary outside the sandbox) finds nothing",
+                execve(c"/bin/sh", None),
+                libc::ENOENT,
+            );
+            c.denied(
+                "exec-once: a failed first execve spent the allowance",
+                execve(c"/bin/cat", Some(&model)),
+                libc::EPERM,
+            );
+        }
+        "exec-no-supervisor" => {
+            c.denied(
+                "exec-once: without a supervisor the kernel refuses execve (fail closed)",
+                execve(c"/bin/cat", Some(&model)),
+                libc::ENOSYS,
+            );
+        }
+        other => panic!("unknown exec case {other}"),
+    }
+    false
 }
 
 // --------------------------------------------------------------- parent side
@@ -569,10 +742,22 @@ fn pidfd_open(pid: u32) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
 
+/// A SOCK_SEQPACKET pair for the exec-once listener; the child's end
+/// survives exec (the parent is single-threaded).
+fn listener_pair() -> (OwnedFd, OwnedFd) {
+    let (parent, child) = proto::fdpass::seqpacket_pair().expect("seqpacket pair");
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&child), libc::F_SETFD, 0) };
+    assert_eq!(r, 0);
+    (parent, child)
+}
+
 fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>) {
     let exe = std::env::current_exe().expect("current_exe");
     let (mut parent_end, child_end) = socketpair();
     let child_fd = std::os::fd::AsRawFd::as_raw_fd(&child_end);
+    let exec_case = case.starts_with("exec-");
+    let sup = exec_case.then(listener_pair);
     let mut cmd = match wrapper {
         Some(w) => {
             let mut c = Command::new(w[0]);
@@ -585,14 +770,41 @@ fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>)
         .env(CTL, child_fd.to_string())
         .env(DIR, dir)
         .stdin(Stdio::null())
-        .stdout(if case.starts_with("exec-") {
+        .stdout(if exec_case {
             Stdio::piped()
         } else {
             Stdio::inherit()
         });
+    if let Some((_, child_sup)) = &sup {
+        cmd.env(SUP, std::os::fd::AsRawFd::as_raw_fd(child_sup).to_string());
+    }
     let mut child = cmd.spawn().expect("spawn");
     drop(child_end);
     let pidfd = pidfd_open(child.id());
+    // Exec cases: take the exec-once listener, as `flow sandbox run` does,
+    // and supervise it (except in `exec-no-supervisor`, which drops it).
+    let mut supervisor = None;
+    if let Some((parent_sup, child_sup)) = sup {
+        drop(child_sup);
+        match proto::fdpass::recv_with_fds(parent_sup.as_fd(), 16) {
+            Ok((payload, mut fds)) if payload == b"L" && fds.len() == 1 => {
+                let listener = fds.pop().expect("one fd");
+                if case == "exec-no-supervisor" {
+                    drop(listener);
+                } else {
+                    let pid = child.id() as i32;
+                    supervisor = Some(std::thread::spawn(move || {
+                        sandbox::exec_once::supervise(listener, pid)
+                    }));
+                }
+            }
+            other => out.check(
+                format!("{case}: the child hands over its exec-once listener"),
+                false,
+                format!("{:?}", other.map(|(p, f)| (p, f.len()))),
+            ),
+        }
+    }
     let mut reader = BufReader::new(parent_end.try_clone().expect("clone"));
     let mut line = String::new();
     reader.read_line(&mut line).expect("ready line");
@@ -607,14 +819,15 @@ fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>)
     let hash = parts.next().unwrap_or("").to_string();
     let spec = spec_for(case, dir);
     let mut fds = vec![0, 1, 2, child_fd];
-    if !case.starts_with("exec-") {
+    if !exec_case {
         fds.push(status_fd);
     }
-    let expected = expected_for(
-        spec.profile,
-        sandbox::attest::own_seccomp_filters().expect("own filters"),
-        &fds,
-    );
+    let own = sandbox::attest::own_seccomp_filters().expect("own filters");
+    // An exec-variant process shows one more filter: the exec-once listener.
+    let expected = expected_for(spec.profile, own + u32::from(exec_case), &fds);
+    if case == "llama" {
+        foreign_binary_checks(out, &pidfd, child.id() as i32, status_fd, dir, &expected);
+    }
     let result = attest(pidfd.as_fd(), child.id() as i32, &expected);
     if case == "unsandboxed" {
         let refused = matches!(&result, Err(SandboxError::Attestation { .. }));
@@ -665,6 +878,19 @@ fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>)
         let _ = s.read_to_string(&mut stdout);
     }
     let status = child.wait().expect("wait");
+    if let Some(t) = supervisor {
+        let report = t.join().expect("supervisor thread");
+        let want = match case {
+            "exec-spent" => (1, 2),
+            "exec-absent" => (1, 1),
+            _ => (1, 0),
+        };
+        out.check(
+            format!("{case}: the supervisor let one execve through and refused the rest"),
+            matches!(&report, Ok(r) if (r.continued, r.refused) == want),
+            format!("{report:?}, wanted (continued, refused) = {want:?}"),
+        );
+    }
     match case {
         "exec-cat" => out.check(
             format!("{case}: /bin/cat runs in the sandbox and reads its read_path"),
@@ -682,6 +908,39 @@ fn run_case(out: &mut Outcome, case: &str, dir: &Path, wrapper: Option<&[&str]>)
             format!("{status:?}"),
         ),
     }
+}
+
+/// The foreign-binary fd policy, on the llama case's real fd table: it
+/// refuses the open /proc file the child kept (not a socket, pipe,
+/// anon_inode, /dev/null or allowed path) and accepts the table once that
+/// file is allowed too.
+fn foreign_binary_checks(
+    out: &mut Outcome,
+    pidfd: &OwnedFd,
+    pid: i32,
+    status_fd: i32,
+    dir: &Path,
+    exact: &sandbox::Expected,
+) {
+    let target = |fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+    // stdout/stderr are whatever the test runner gave us: allow them as they are.
+    let mut allowed = vec![dir.join("model.bin"), dir.join("sock")];
+    allowed.extend([1, 2].into_iter().filter_map(target));
+    let policy = exact.clone().foreign_binary(allowed.clone());
+    let r = attest(pidfd.as_fd(), pid, &policy);
+    out.check(
+        "llama: foreign-binary fd policy refuses an open file outside the allowed paths".into(),
+        matches!(&r, Err(SandboxError::Attestation { check, .. }) if *check == format!("fd {status_fd}")),
+        format!("{r:?}"),
+    );
+    allowed.extend(target(status_fd));
+    let policy = exact.clone().foreign_binary(allowed);
+    let r = attest(pidfd.as_fd(), pid, &policy);
+    out.check(
+        "llama: foreign-binary fd policy accepts sockets, /dev/null and allowed paths".into(),
+        matches!(&r, Ok(rep) if rep.fds.contains(&status_fd)),
+        format!("{r:?}"),
+    );
 }
 
 fn parent() {
@@ -702,15 +961,11 @@ fn parent() {
         passed: Vec::new(),
         failed: Vec::new(),
     };
-    for case in [
-        "worker",
-        "executor",
-        "gateway",
-        "llama",
-        "exec-cat",
-        "exec-cat-outside",
-        "unsandboxed",
-    ] {
+    for case in ["worker", "executor", "gateway", "llama"]
+        .into_iter()
+        .chain(EXEC_CASES)
+        .chain(["unsandboxed"])
+    {
         run_case(&mut out, case, &base, None);
     }
     // The same entry as an unprivileged user (no root to drop from).

@@ -137,7 +137,9 @@ pub struct Attack {
     /// Indexed like [`PROFILES`].
     pub expect: [Expect; 4],
     /// A kernel option the baseline needs. When the baseline fails with
-    /// `EAFNOSUPPORT` the row is reported as SKIPPED (never as passed).
+    /// `EAFNOSUPPORT`, `EPROTONOSUPPORT` or `ENOPROTOOPT` (the address family
+    /// or protocol is missing or disabled) the row is reported as SKIPPED
+    /// (never as passed).
     pub kernel: Option<&'static str>,
     /// Why an expectation or baseline is what it is, when not obvious.
     pub note: &'static str,
@@ -203,13 +205,13 @@ pub const ATTACKS: &[Attack] = &[
     // ── sockets ────────────────────────────────────────────────────────────
     row("socket-inet", "socket(AF_INET, SOCK_STREAM)")
         .expect([B, B, S, B])
-        .note("the gateway may create TCP/UDP IP sockets"),
-    row("socket-inet-udp", "socket(AF_INET, SOCK_DGRAM)")
-        .expect([B, B, S, B])
-        .note("the gateway may create TCP/UDP IP sockets"),
+        .note("the gateway may create TCP sockets (landlock governs their connect and bind)"),
+    row("socket-inet-udp", "socket(AF_INET, SOCK_DGRAM)").note(
+        "TCP only, even in the gateway: landlock does not govern UDP; DNS over UDP arrives later with the gateway's own resolver rule",
+    ),
     row("socket-inet6", "socket(AF_INET6, SOCK_STREAM)")
         .expect([B, B, S, B])
-        .note("the gateway may create TCP/UDP IP sockets"),
+        .note("the gateway may create TCP sockets (landlock governs their connect and bind)"),
     row("socket-inet-raw", "socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)")
         .root("CAP_NET_RAW")
         .note("raw IP is not TCP/UDP: blocked in the gateway too"),
@@ -266,6 +268,14 @@ pub const ATTACKS: &[Attack] = &[
         .evidence(Evidence::TcpAccepted)
         .note("gateway: landlock denies TCP connect to every port"),
     row(
+        "tcp-connect-mptcp",
+        "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP) + connect to a TCP listener on 127.0.0.1 outside",
+    )
+    .args(&[Arg::TcpPort])
+    .evidence(Evidence::TcpAccepted)
+    .kernel("CONFIG_MPTCP and net.mptcp.enabled = 1")
+    .note("MPTCP is SOCK_STREAM but not TCP to landlock: the gateway may create protocol 0/IPPROTO_TCP sockets only"),
+    row(
         "tcp-fastopen",
         "sendto(MSG_FASTOPEN) to a TCP listener on 127.0.0.1 outside: a connect without connect()",
     )
@@ -284,7 +294,7 @@ pub const ATTACKS: &[Attack] = &[
     row("udp-send", "sendto a UDP socket on 127.0.0.1 outside")
         .args(&[Arg::UdpPort])
         .evidence(Evidence::UdpReceived)
-        .note("no destination is allowed under `flow sandbox run`; landlock governs TCP only"),
+        .note("landlock governs TCP only, so no profile may create a UDP socket"),
     // ── filesystem and environment ─────────────────────────────────────────
     row("read-etc-passwd", "open + read /etc/passwd").errnos(Errnos::Path),
     row("read-proc-self-environ", "open + read /proc/self/environ").errnos(Errnos::Path),
@@ -324,12 +334,12 @@ pub const ATTACKS: &[Attack] = &[
         .note("process creation with thread-like flags (posix_spawn's way)"),
     row("execve-bin", "execve /bin/echo (prints the success report)").errnos(Errnos::Path),
     row("execve-self", "execve the flow-attack binary again (visible, landlock-executable)")
-        .note("only \"no exec after the first\" stands in the way"),
+        .note("only \"no exec after the first\" stands in the way: the exec-once supervisor answers EPERM"),
     row(
         "execve-ld-so",
         "execve the ELF interpreter (visible, executable) to load flow-attack again",
     )
-    .note("the classic noexec bypass: ld.so maps a file without execve on it"),
+    .note("the classic noexec bypass: ld.so maps a file without execve on it; refused by the exec-once supervisor"),
     row("memfd-exec", "memfd_create + write an embedded static ELF + execveat(AT_EMPTY_PATH)"),
     row("ptrace-traceme", "ptrace(PTRACE_TRACEME)"),
     row("ptrace-attach", "ptrace(PTRACE_SEIZE) the sleeper outside").args(&[Arg::SleeperPid]),

@@ -92,17 +92,28 @@ fn up_status_caps_restart_down() {
     let out = env.flow(&["revoke", &id.to_string()]);
     assert!(out.status.success());
     let out = env.flow(&["ping", "--count", "1"]);
-    assert!(!out.status.success(), "ping worked over a revoked capability");
+    assert!(
+        !out.status.success(),
+        "ping worked over a revoked capability"
+    );
 
     // flow down leaves nothing behind.
     let out = env.flow(&["down"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(broker.wait_exit(Duration::from_secs(10)).is_some());
     assert!(wait_dead(executor, Duration::from_secs(5)));
     assert!(wait_dead(worker2, Duration::from_secs(5)));
 
     let verify = env.flow(&["audit", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 /// The broker idles 30 s without killing anything, then dies by SIGKILL and
@@ -128,7 +139,10 @@ fn idle_then_broker_sigkill_leaves_nothing() {
     unsafe { libc::kill(broker.pid(), libc::SIGKILL) };
     broker.wait_exit(Duration::from_secs(5));
     for p in pids {
-        assert!(wait_dead(p, Duration::from_secs(5)), "component {p} survived the broker");
+        assert!(
+            wait_dead(p, Duration::from_secs(5)),
+            "component {p} survived the broker"
+        );
     }
 }
 
@@ -144,21 +158,37 @@ fn up_fails_closed_without_landlock_or_userns() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "flow up started without landlock: {err}");
+    assert!(
+        !out.status.success(),
+        "flow up started without landlock: {err}"
+    );
     assert!(err.contains("refusing to start"), "{err}");
     assert!(err.contains("landlock"), "{err}");
-    assert!(env.audit_text().contains("\"refused\""), "{}", env.audit_text());
+    assert!(
+        env.audit_text().contains("\"refused\""),
+        "{}",
+        env.audit_text()
+    );
 
     // Waiving landlock (the only waivable layer) is not enough: user
     // namespaces are still blocked, and they can never be waived.
     let out = env
         .cmd(&bin("flow-outer-filter"))
-        .args(["--", bin("flow").to_str().unwrap(), "up", "--waive", "landlock"])
+        .args([
+            "--",
+            bin("flow").to_str().unwrap(),
+            "up",
+            "--waive",
+            "landlock",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "flow up started without user namespaces: {err}");
+    assert!(
+        !out.status.success(),
+        "flow up started without user namespaces: {err}"
+    );
     assert!(err.contains("namespace"), "{err}");
 
     // Seccomp cannot be waived at all.
@@ -174,7 +204,10 @@ fn production_and_sandbox_run_report_the_same_profile() {
     let env = Env::new("same");
     let broker = env.up();
     let status = env.flow_json(&["status", "--json"]);
-    for (variant, profile) in [("ReasoningWorker", "reasoning-worker"), ("Executor", "executor")] {
+    for (variant, profile) in [
+        ("ReasoningWorker", "reasoning-worker"),
+        ("Executor", "executor"),
+    ] {
         let c = status["components"]
             .as_array()
             .unwrap()
@@ -187,14 +220,18 @@ fn production_and_sandbox_run_report_the_same_profile() {
         assert_eq!(show["seccomp"]["sha256"], base);
         assert_eq!(c["attested"]["filter_sha256"], base, "{profile}");
 
-        let show_exec = env.flow_json(&["sandbox", "show", "--profile", profile, "--exec", "--json"]);
+        let show_exec =
+            env.flow_json(&["sandbox", "show", "--profile", profile, "--exec", "--json"]);
         assert_eq!(show_exec["seccomp"]["base_sha256"], base);
         // Same landlock rules and namespaces, apart from the exec allowance.
         assert_eq!(show_exec["namespaces_fresh"], show["namespaces_fresh"]);
         let rules = |v: &serde_json::Value| v["landlock"]["rules"].as_array().unwrap().clone();
         let (base_rules, exec_rules) = (rules(&show), rules(&show_exec));
         for r in &base_rules {
-            assert!(exec_rules.contains(r), "{profile}: {r} missing under the exec allowance");
+            assert!(
+                exec_rules.contains(r),
+                "{profile}: {r} missing under the exec allowance"
+            );
         }
         for r in exec_rules.iter().filter(|r| !base_rules.contains(r)) {
             let path = r["path"].as_str().unwrap().to_ascii_lowercase();
@@ -205,10 +242,22 @@ fn production_and_sandbox_run_report_the_same_profile() {
         }
         let out = env
             .cmd(&bin("flow"))
-            .args(["sandbox", "run", "--report", "--profile", profile, "--", "/bin/true"])
+            .args([
+                "sandbox",
+                "run",
+                "--report",
+                "--profile",
+                profile,
+                "--",
+                "/bin/true",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         let line = stderr
             .lines()
@@ -216,7 +265,10 @@ fn production_and_sandbox_run_report_the_same_profile() {
             .unwrap();
         let applied: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(applied["filter_sha256"], base, "{profile}");
-        assert_eq!(applied["exec_filter_sha256"], show_exec["seccomp"]["exec_sha256"], "{profile}");
+        assert_eq!(
+            applied["exec_filter_sha256"], show_exec["seccomp"]["exec_sha256"],
+            "{profile}"
+        );
         assert_ne!(applied["exec_filter_sha256"], applied["filter_sha256"]);
         assert_eq!(applied["namespaces"], show["namespaces_fresh"], "{profile}");
     }
@@ -237,7 +289,11 @@ fn malformed_control_peer_is_cut_off_and_audited() {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(env.audit_text().contains("\"malformed-peer\""), "{}", env.audit_text());
+    assert!(
+        env.audit_text().contains("\"malformed-peer\""),
+        "{}",
+        env.audit_text()
+    );
     // The broker is still serving.
     env.flow_json(&["status", "--json"]);
 }

@@ -15,10 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 use support::{bin, wait_dead, Env};
 
 fn walk(dir: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if meta.file_type().is_symlink() {
             continue;
         }
@@ -34,6 +38,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Which process to kill mid-generation (its pid, read from status), and how.
+type Victim<'a> = (&'a dyn Fn(&Env) -> i32, i32);
+
 #[test]
 fn canary_appears_only_in_the_spool() {
     let since = SystemTime::now() - Duration::from_secs(1);
@@ -46,7 +53,10 @@ fn canary_appears_only_in_the_spool() {
 
     let (llama_bin, model) = support::llama_artifacts();
     let env = Env::new("canary");
-    assert!(env.flow(&["llama", "install", llama_bin.to_str().unwrap()]).status.success());
+    assert!(env
+        .flow(&["llama", "install", llama_bin.to_str().unwrap()])
+        .status
+        .success());
     let _broker = env.up();
     assert!(env
         .flow(&["models", "import", model.to_str().unwrap()])
@@ -90,7 +100,7 @@ to = "out"
     )
     .unwrap();
     let input = format!("topic={canary_input}");
-    let run = |victim: Option<(&dyn Fn(&Env) -> i32, i32)>| {
+    let run = |victim: Option<Victim>| {
         let child = env
             .cmd(&bin("flow"))
             .args(["run", flow.to_str().unwrap(), "--input", &input, "--json"])
@@ -123,10 +133,14 @@ to = "out"
     };
     let ok = run(None);
     assert_eq!(ok["ok"], true, "{ok}");
-    let worker = |e: &Env| Env::component_pid(&e.flow_json(&["status", "--json"]), "reasoning-worker");
+    let worker =
+        |e: &Env| Env::component_pid(&e.flow_json(&["status", "--json"]), "reasoning-worker");
     let segv = run(Some((&worker, libc::SIGSEGV)));
     assert_eq!(segv["ok"], false, "{segv}");
-    assert!(env.audit_text().contains("\"signal\":11"), "no SIGSEGV crash audited");
+    assert!(
+        env.audit_text().contains("\"signal\":11"),
+        "no SIGSEGV crash audited"
+    );
     env.wait_running(Duration::from_secs(20));
     let llama_victim = |e: &Env| llama(e).unwrap();
     let killed = run(Some((&llama_victim, libc::SIGKILL)));
@@ -134,7 +148,9 @@ to = "out"
     // Let the components finish writing whatever they would write.
     std::thread::sleep(Duration::from_secs(1));
 
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let roots = [
         env.root.clone(),
         home,
@@ -155,13 +171,18 @@ to = "out"
     // Every component's captured stderr is among them; make sure.
     let logs = env.root.join("state/flow/logs");
     for c in ["executor.log", "reasoning-worker.log", "llama-server.log"] {
-        assert!(files.contains(&logs.join(c)) || !logs.join(c).exists(), "{c} not searched");
+        assert!(
+            files.contains(&logs.join(c)) || !logs.join(c).exists(),
+            "{c} not searched"
+        );
     }
     assert!(files.len() > 5, "searched too little: {files:?}");
     let mut leaks = Vec::new();
     let mut in_spool = 0;
     for f in &files {
-        let Ok(bytes) = std::fs::read(f) else { continue };
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
         for c in [&canary_prompt, &canary_input] {
             if contains(&bytes, c.as_bytes()) {
                 if f.starts_with(&spool) {

@@ -630,7 +630,12 @@ fn run_baseline(bins: &Bins, row: &Attack, mode: Mode) -> Line {
     line.seen = format!("{}{}", seen.short(), evidence_note(evidence));
     line.verdict = match (&seen, evidence) {
         (Seen::Succeeded(_), None | Some(true)) => Verdict::Pass,
-        (Seen::Undecidable(d), _) if row.kernel.is_some() && d.contains("EAFNOSUPPORT") => {
+        (Seen::Undecidable(d), _)
+            if row.kernel.is_some()
+                && ["EAFNOSUPPORT", "EPROTONOSUPPORT", "ENOPROTOOPT"]
+                    .iter()
+                    .any(|e| d.contains(e)) =>
+        {
             Verdict::Skip(format!(
                 "SKIPPED: the kernel lacks {}",
                 row.kernel.unwrap_or_default()

@@ -16,11 +16,19 @@ fn ready_env(tag: &str, import: bool) -> (Env, support::Broker, PathBuf) {
     let (llama, model) = llama_artifacts();
     let env = Env::new(tag);
     let out = env.flow(&["llama", "install", llama.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let broker = env.up();
     if import {
         let out = env.flow(&["models", "import", model.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     (env, broker, model)
 }
@@ -104,7 +112,11 @@ fn ai_flow_streams_from_smollm2_sandboxed_and_audited() {
     let flow = write_flow(&env, "haiku", "Write a haiku about", 48);
     // Streamed: the text form prints tokens as they come.
     let out = env.flow(&["run", flow.to_str().unwrap(), "--input", "topic=snow"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("answer> "), "{stdout}");
     let run = run_json(&env, &flow, &[]);
@@ -119,19 +131,33 @@ fn ai_flow_streams_from_smollm2_sandboxed_and_audited() {
     assert!(audit.contains("\"ai-node\""), "{audit}");
     assert!(audit.contains("\"llama-server-started\""), "{audit}");
     assert!(audit.contains("\"model-imported\""), "{audit}");
-    assert!(!audit.contains("haiku about"), "prompt text in the audit log");
+    assert!(
+        !audit.contains("haiku about"),
+        "prompt text in the audit log"
+    );
     // The spool has the run; it can be listed, shown and removed.
     let list = env.flow_json(&["runs", "list", "--json"]);
     let id = run["run"].as_str().unwrap();
-    assert!(list.as_array().unwrap().iter().any(|r| r["run"] == id), "{list}");
+    assert!(
+        list.as_array().unwrap().iter().any(|r| r["run"] == id),
+        "{list}"
+    );
     let show = env.flow_json(&["runs", "show", id, "--json"]);
     assert_eq!(show["outputs"], serde_json::json!(["out.txt"]), "{show}");
     let out = env.flow(&["runs", "rm", id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list = env.flow_json(&["runs", "list", "--json"]);
     assert!(!list.as_array().unwrap().iter().any(|r| r["run"] == id));
     let verify = env.flow(&["audit", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 #[test]
@@ -139,8 +165,16 @@ fn ai_node_is_skipped_without_model_or_below_memory_floor() {
     let (env, broker, model) = ready_env("degrade", false);
     let flow = write_flow(&env, "degrade", "Say something about", 8);
     let run = run_json(&env, &flow, &[]);
-    assert_eq!(node(&run, "answer")["status"]["skipped"], "ModelMissing", "{run}");
-    assert_eq!(node(&run, "out")["status"]["skipped"], "UpstreamNotDone", "{run}");
+    assert_eq!(
+        node(&run, "answer")["status"]["skipped"],
+        "ModelMissing",
+        "{run}"
+    );
+    assert_eq!(
+        node(&run, "out")["status"]["skipped"],
+        "UpstreamNotDone",
+        "{run}"
+    );
     assert_eq!(node(&run, "prompt")["status"], "ok");
 
     // Import it, then raise its memory floor above this machine.
@@ -157,13 +191,26 @@ fn ai_node_is_skipped_without_model_or_below_memory_floor() {
     .unwrap();
     let _broker = env.up();
     let run = run_json(&env, &flow, &[]);
-    assert_eq!(node(&run, "answer")["status"]["skipped"], "BelowMemoryFloor", "{run}");
-    assert!(env.audit_text().contains("below-memory-floor"), "{}", env.audit_text());
+    assert_eq!(
+        node(&run, "answer")["status"]["skipped"],
+        "BelowMemoryFloor",
+        "{run}"
+    );
+    assert!(
+        env.audit_text().contains("below-memory-floor"),
+        "{}",
+        env.audit_text()
+    );
 }
 
 /// Start a long generation, kill `victim` with `signal` once tokens flow,
 /// and return the run's JSON.
-fn kill_mid_generation(env: &Env, flow: &Path, victim: &dyn Fn(&Env) -> i32, signal: i32) -> serde_json::Value {
+fn kill_mid_generation(
+    env: &Env,
+    flow: &Path,
+    victim: &dyn Fn(&Env) -> i32,
+    signal: i32,
+) -> serde_json::Value {
     let child = env
         .cmd(&bin("flow"))
         .args(["run", flow.to_str().unwrap(), "--json"])
@@ -182,9 +229,8 @@ fn kill_mid_generation(env: &Env, flow: &Path, victim: &dyn Fn(&Env) -> i32, sig
     unsafe { libc::kill(pid, signal) };
     assert!(wait_dead(pid, Duration::from_secs(10)));
     let out = child.wait_with_output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr))
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn worker_pid(env: &Env) -> i32 {
@@ -198,14 +244,22 @@ fn kill_9_of_llama_server_or_worker_fails_the_node_and_recovers() {
     let short = write_flow(&env, "short", "Name a color like", 8);
 
     let run = kill_mid_generation(&env, &long, &|e| llama_pid(e).unwrap(), libc::SIGKILL);
-    assert_eq!(node(&run, "answer")["status"]["failed"], "ModelServerFailed", "{run}");
+    assert_eq!(
+        node(&run, "answer")["status"]["failed"],
+        "ModelServerFailed",
+        "{run}"
+    );
     assert_eq!(run["ok"], false);
     // llama-server comes back and the next run works.
     let run = run_json(&env, &short, &[]);
     assert_eq!(node(&run, "answer")["status"], "ok", "{run}");
 
     let run = kill_mid_generation(&env, &long, &worker_pid, libc::SIGKILL);
-    assert_eq!(node(&run, "answer")["status"]["failed"], "WorkerUnavailable", "{run}");
+    assert_eq!(
+        node(&run, "answer")["status"]["failed"],
+        "WorkerUnavailable",
+        "{run}"
+    );
     env.wait_running(Duration::from_secs(20));
     let run = run_json(&env, &short, &[]);
     assert_eq!(node(&run, "answer")["status"], "ok", "{run}");

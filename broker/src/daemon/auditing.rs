@@ -283,7 +283,8 @@ impl Auditor {
         s: &proto::flow::NodeSummary,
     ) {
         use proto::flow::{NodeError as E, NodeStatus, SkipReason as K};
-        let (Ok(run), Ok(node)) = (audit::RunId::parse(&run.0), audit::NodeId::parse(&s.node)) else {
+        let (Ok(run), Ok(node)) = (audit::RunId::parse(&run.0), audit::NodeId::parse(&s.node))
+        else {
             return;
         };
         let outcome = match s.status {

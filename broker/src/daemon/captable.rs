@@ -88,7 +88,10 @@ impl CapTable {
     }
 
     pub fn kind_of(&self, id: CapId) -> Option<CapKind> {
-        self.entries.iter().find(|e| e.row.id == id).map(|e| e.row.kind)
+        self.entries
+            .iter()
+            .find(|e| e.row.id == id)
+            .map(|e| e.row.kind)
     }
 
     /// Ids of live capabilities that `component` holds an end of.

@@ -138,7 +138,10 @@ async fn answer(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             let r = tokio::task::spawn_blocking(move || {
                 let list = shared2.store.list().map_err(|e| e.to_string())?;
                 let mut rows = Vec::new();
-                for m in list.into_iter().filter(|m| id.as_deref().is_none_or(|i| m.id.as_str() == i)) {
+                for m in list
+                    .into_iter()
+                    .filter(|m| id.as_deref().is_none_or(|i| m.id.as_str() == i))
+                {
                     let ok = shared2
                         .store
                         .verify(&m.id, &m.version)

@@ -9,7 +9,9 @@
 use super::Shared;
 use crate::models::store::StoredModel;
 use proto::bootstrap::send_async;
-use proto::msg::{BrokerMsg, CapGrant, CapId, CapKind, CapRole, Component, ComponentState, Right};
+use proto::msg::{
+    AttestedState, BrokerMsg, CapGrant, CapId, CapKind, CapRole, Component, ComponentState, Right,
+};
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,6 +46,11 @@ pub enum LlamaError {
     CircuitOpen { n: usize },
     #[error("cannot spawn llama-server: {0}")]
     Spawn(String),
+    #[error("llama-server (pid {pid}) failed attestation and was killed: {source}; compare 'flow sandbox show --profile llama-server --exec' and run 'flow doctor'")]
+    Attestation {
+        pid: i32,
+        source: sandbox::SandboxError,
+    },
 }
 
 /// Where the installed binary and its recorded digest live.
@@ -108,6 +115,9 @@ pub struct LlamaState {
     pub tokens_per_sec: Option<f64>,
     /// Bumped on every start, so a watcher of an old instance stops.
     pub generation: u64,
+    /// What the broker observed from the outside when it attested the
+    /// running instance (before granting any connection to it).
+    pub attested: Option<AttestedState>,
 }
 
 fn socket_dir(shared: &Shared) -> PathBuf {
@@ -133,7 +143,9 @@ async fn ensure_inner(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathB
                 n: st.failures.len(),
             });
         }
-        if let (Some(m), Some(sock), Some(ComponentState::Running)) = (&st.model, &st.socket, st.state) {
+        if let (Some(m), Some(sock), Some(ComponentState::Running)) =
+            (&st.model, &st.socket, st.state)
+        {
             if m.id == model.id && m.version == model.version {
                 return Ok(sock.clone());
             }
@@ -150,6 +162,7 @@ pub fn stop(shared: &Arc<Shared>) {
         st.generation += 1;
         st.state = None;
         st.model = None;
+        st.attested = None;
         (st.launcher_pid.take(), st.pid.take())
     };
     if let (Some(l), p) = pids {
@@ -261,7 +274,12 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
         .await
         .map_err(|e| LlamaError::Spawn(e.to_string()))?;
     let launcher = spawned.pid;
-    super::auditing::capture_output(shared, Component::LlamaServer, spawned.stdout, spawned.stderr);
+    super::auditing::capture_output(
+        shared,
+        Component::LlamaServer,
+        spawned.stdout,
+        spawned.stderr,
+    );
     drop(spawned.bootstrap);
     let generation = {
         let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,7 +296,8 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
             break;
         }
         if t0.elapsed() > READY_TIMEOUT || !alive(spawned.pidfd.as_fd()) {
-            let _ = rustix::process::pidfd_send_signal(&spawned.pidfd, rustix::process::Signal::KILL);
+            let _ =
+                rustix::process::pidfd_send_signal(&spawned.pidfd, rustix::process::Signal::KILL);
             let _ = rustix::process::waitid(
                 rustix::process::WaitId::PidFd(spawned.pidfd.as_fd()),
                 rustix::process::WaitIdOptions::EXITED,
@@ -304,29 +323,144 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
         record_failure(shared);
         return Err(LlamaError::Spawn(why));
     }
-    shared.audit.llama_started(pid.unwrap_or(launcher), &verified);
+    // Attest it from the outside before anything is granted to it: the
+    // same checks as for the Rust components, with the fd policy of a
+    // foreign binary.
+    let attested = match pid {
+        Some(p) => attest_llama(shared, launcher, p, &verified.path, &dir),
+        None => Err(sandbox::SandboxError::Attestation {
+            pid: launcher,
+            check: "llama-server pid".into(),
+            found: "unknown".into(),
+            expected: "the one child of its flow sandbox run launcher".into(),
+        }),
+    };
+    let attested = match attested {
+        Ok(a) => a,
+        Err(source) => {
+            let failed = pid.unwrap_or(launcher);
+            let _ =
+                rustix::process::pidfd_send_signal(&spawned.pidfd, rustix::process::Signal::KILL);
+            if let Some(p) = pid {
+                // SAFETY: kill(2) on llama-server's own process group.
+                unsafe { libc::kill(-p, libc::SIGKILL) };
+            }
+            shared
+                .audit
+                .attestation_failed(Component::LlamaServer, failed, &source);
+            record_failure(shared);
+            return Err(LlamaError::Attestation {
+                pid: failed,
+                source,
+            });
+        }
+    };
+    shared.audit.attested(
+        Component::LlamaServer,
+        pid.unwrap_or(launcher),
+        &attested.filter_sha256,
+    );
+    shared
+        .audit
+        .llama_started(pid.unwrap_or(launcher), &verified);
     {
         let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
+        st.attested = Some(attested);
         st.pid = pid;
         st.socket = Some(sock.clone());
         st.model = Some(verified);
         st.since = Some(Instant::now());
         st.state = Some(ComponentState::Running);
     }
-    tokio::spawn(watch(shared.clone(), spawned.pidfd, generation, sock.clone()));
+    tokio::spawn(watch(
+        shared.clone(),
+        spawned.pidfd,
+        generation,
+        sock.clone(),
+    ));
     grant_model_conns(shared).await;
     Ok(sock)
 }
 
 fn alive(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
     rustix::process::waitid(
-            rustix::process::WaitId::PidFd(pidfd),
-            rustix::process::WaitIdOptions::EXITED
-                | rustix::process::WaitIdOptions::NOHANG
-                | rustix::process::WaitIdOptions::NOWAIT,
-        )
-        .map(|s| s.is_none())
-        .unwrap_or(false)
+        rustix::process::WaitId::PidFd(pidfd),
+        rustix::process::WaitIdOptions::EXITED
+            | rustix::process::WaitIdOptions::NOHANG
+            | rustix::process::WaitIdOptions::NOWAIT,
+    )
+    .map(|s| s.is_none())
+    .unwrap_or(false)
+}
+
+/// Attest llama-server (`pid`, the child of `launcher`) through a pidfd:
+/// `NoNewPrivs`, seccomp mode 2 with the broker's filters + the profile's
+/// exec-allowance filter + the exec-once listener filter, no capability,
+/// a non-root host uid, fresh namespaces, and an fd table of sockets, pipes,
+/// anonymous inodes, `/dev/null`, the model and the socket directory only.
+fn attest_llama(
+    shared: &Shared,
+    launcher: i32,
+    pid: i32,
+    model: &Path,
+    socket_dir: &Path,
+) -> Result<AttestedState, sandbox::SandboxError> {
+    use sandbox::{ProfileName, SandboxError};
+    let open_err = |what: &str, e: String| SandboxError::Attestation {
+        pid,
+        check: what.into(),
+        found: e,
+        expected: "a live child of the launcher".into(),
+    };
+    let raw =
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| open_err("pid", format!("{pid}")))?;
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+        .map_err(|e| open_err("pidfd_open", e.to_string()))?;
+    // The pid could have been recycled between reading the launcher's
+    // children and pidfd_open: the pidfd names our llama-server only if that
+    // process is the launcher's child (the launcher is ours and unreaped).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| open_err("parent", e.to_string()))?;
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(str::trim)
+        .unwrap_or("");
+    if ppid != launcher.to_string() {
+        return Err(SandboxError::Attestation {
+            pid,
+            check: "parent".into(),
+            found: ppid.to_string(),
+            expected: launcher.to_string(),
+        });
+    }
+    let expected = sandbox::expected_for(
+        ProfileName::LlamaServer,
+        // + 1: the exec-once listener filter installed after the profile's.
+        shared.own_seccomp_filters.saturating_add(1),
+        &[],
+    )
+    .foreign_binary(vec![model.to_path_buf(), socket_dir.to_path_buf()]);
+    let report = sandbox::attest(pidfd.as_fd(), pid, &expected)?;
+    Ok(AttestedState {
+        profile: ProfileName::LlamaServer.as_str().to_string(),
+        // The filter `flow sandbox run` installs for this profile.
+        filter_sha256: sandbox::describe(ProfileName::LlamaServer, true)
+            .seccomp
+            .sha256,
+        no_new_privs: report.no_new_privs,
+        seccomp_mode: report.seccomp_mode,
+        seccomp_filters: report.seccomp_filters,
+        cap_inh: report.cap_inh,
+        cap_prm: report.cap_prm,
+        cap_eff: report.cap_eff,
+        cap_bnd: report.cap_bnd,
+        cap_amb: report.cap_amb,
+        host_uid: report.host_uid,
+        namespaces: report.namespaces,
+        fds: report.fds,
+        threads: report.threads,
+    })
 }
 
 /// llama-server's pid: the one child of the `flow sandbox run` launcher.
@@ -338,7 +472,8 @@ fn llama_pid(launcher: i32) -> Option<i32> {
 fn record_failure(shared: &Arc<Shared>) {
     let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
-    st.failures.retain(|t| now.duration_since(*t) < BREAKER_WINDOW);
+    st.failures
+        .retain(|t| now.duration_since(*t) < BREAKER_WINDOW);
     st.failures.push(now);
     st.restarts += 1;
     if st.failures.len() >= BREAKER_FAILURES {
@@ -397,6 +532,7 @@ async fn watch(shared: Arc<Shared>, pidfd: OwnedFd, generation: u64, sock: PathB
     let (open, restarts) = {
         let mut st = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
         st.pid = None;
+        st.attested = None;
         st.launcher_pid = None;
         (st.state == Some(ComponentState::CircuitOpen), st.restarts)
     };
@@ -404,7 +540,9 @@ async fn watch(shared: Arc<Shared>, pidfd: OwnedFd, generation: u64, sock: PathB
         return;
     }
     let backoff = Duration::from_millis(200u64.saturating_mul(1 << restarts.min(6)));
-    shared.audit.restarted(Component::LlamaServer, restarts, backoff);
+    shared
+        .audit
+        .restarted(Component::LlamaServer, restarts, backoff);
     tokio::time::sleep(backoff).await;
     if let Some(m) = model {
         if let Err(e) = ensure(&shared, &m).await {
@@ -446,7 +584,8 @@ pub async fn grant_model_conns(shared: &Arc<Shared>) {
     loop {
         let (sock, worker_boot, id) = {
             let llama = shared.llama.lock().unwrap_or_else(|p| p.into_inner());
-            let (Some(sock), Some(ComponentState::Running)) = (llama.socket.clone(), llama.state) else {
+            let (Some(sock), Some(ComponentState::Running)) = (llama.socket.clone(), llama.state)
+            else {
                 return;
             };
             drop(llama);
@@ -489,9 +628,13 @@ pub async fn grant_model_conns(shared: &Arc<Shared>) {
             role: CapRole::Client,
             rights: rights.clone(),
         };
-        if send_async(&worker_boot, &BrokerMsg::Grant(vec![grant]), &[conn.as_fd()])
-            .await
-            .is_err()
+        if send_async(
+            &worker_boot,
+            &BrokerMsg::Grant(vec![grant]),
+            &[conn.as_fd()],
+        )
+        .await
+        .is_err()
         {
             shared.state().caps.revoke(id);
             return;
@@ -510,8 +653,7 @@ pub async fn grant_model_conns(shared: &Arc<Shared>) {
 pub async fn replace_conn(shared: &Arc<Shared>, closed: CapId) {
     let revoked = {
         let mut st = shared.state();
-        let ok = st.caps.kind_of(closed) == Some(CapKind::ModelServer) && st.caps.revoke(closed);
-        ok
+        st.caps.kind_of(closed) == Some(CapKind::ModelServer) && st.caps.revoke(closed)
     };
     if revoked {
         shared.audit.revoked(closed);
@@ -528,7 +670,8 @@ fn check_loaded_model(pid: i32, hashed: &std::fs::File, path: &Path) -> Result<(
     let meta = hashed
         .metadata()
         .map_err(|e| format!("cannot stat the verified model: {e}"))?;
-    let now = std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    let now =
+        std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
     if (now.dev(), now.ino(), now.ctime(), now.ctime_nsec())
         != (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
     {
@@ -549,7 +692,10 @@ fn check_loaded_model(pid: i32, hashed: &std::fs::File, path: &Path) -> Result<(
         }
         seen = true;
         let dev = f[3].split_once(':').and_then(|(a, b)| {
-            Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?))
+            Some((
+                u32::from_str_radix(a, 16).ok()?,
+                u32::from_str_radix(b, 16).ok()?,
+            ))
         });
         let ino: Option<u64> = f[4].parse().ok();
         if dev != Some((major, minor)) || ino != Some(meta.ino()) {

@@ -77,7 +77,10 @@ pub struct State {
     pub caps: captable::CapTable,
     pub ping_waiter: Option<tokio::sync::oneshot::Sender<proto::msg::ChildMsg>>,
     /// Runs in progress: where their events go.
-    pub runs: std::collections::HashMap<proto::flow::RunId, tokio::sync::mpsc::UnboundedSender<proto::flow::RunEvent>>,
+    pub runs: std::collections::HashMap<
+        proto::flow::RunId,
+        tokio::sync::mpsc::UnboundedSender<proto::flow::RunEvent>,
+    >,
 }
 
 /// Everything the broker's tasks share.
@@ -141,7 +144,7 @@ impl Shared {
                     pid: l.pid.map(|p| p as u32),
                     uptime_secs: l.since.map(|t| t.elapsed().as_secs()),
                     restarts: l.restarts,
-                    attested: None,
+                    attested: l.attested.clone(),
                 });
             }
         }
@@ -214,13 +217,15 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         audit.override_in_force(&waivers);
     }
 
-    let store = crate::models::store::Store::open(&crate::models::store::Store::default_dir(&paths))
-        .context("cannot open the model store")?;
+    let store =
+        crate::models::store::Store::open(&crate::models::store::Store::default_dir(&paths))
+            .context("cannot open the model store")?;
     if euid == 0 {
         // llama-server runs as the sandbox uid and reads its model by path.
         make_traversable(store.dir());
     }
-    let catalog = crate::models::catalog::Catalog::builtin().context("the built-in model catalog is invalid")?;
+    let catalog = crate::models::catalog::Catalog::builtin()
+        .context("the built-in model catalog is invalid")?;
     let bin_dir = std::env::current_exe()
         .context("cannot locate the flow binary")?
         .parent()

@@ -35,7 +35,13 @@ async fn plan(
         else {
             continue;
         };
-        let decision = match decide(shared, model, params.max_tokens, *latency_budget_ms, &serving) {
+        let decision = match decide(
+            shared,
+            model,
+            params.max_tokens,
+            *latency_budget_ms,
+            &serving,
+        ) {
             Ok(stored) => {
                 if serving.is_none() {
                     match super::llama::ensure(shared, &stored).await {
@@ -44,7 +50,9 @@ async fn plan(
                             models.insert(node.id.clone(), stored);
                             NodePlan::Run
                         }
-                        Err(super::llama::LlamaError::CircuitOpen { .. }) => NodePlan::Skip(SkipReason::CircuitOpen),
+                        Err(super::llama::LlamaError::CircuitOpen { .. }) => {
+                            NodePlan::Skip(SkipReason::CircuitOpen)
+                        }
                         Err(e) => {
                             eprintln!("flow: llama-server unavailable: {e}");
                             NodePlan::Skip(SkipReason::SandboxUnavailable)
@@ -72,7 +80,10 @@ fn decide(
     budget_ms: Option<u32>,
     serving: &Option<StoredModel>,
 ) -> Result<StoredModel, SkipReason> {
-    let stored = shared.store.get(model, None).ok_or(SkipReason::ModelMissing)?;
+    let stored = shared
+        .store
+        .get(model, None)
+        .ok_or(SkipReason::ModelMissing)?;
     if let Some(s) = serving {
         if s.id != stored.id || s.version != stored.version {
             // One llama-server per user serves one model at a time.
@@ -89,13 +100,19 @@ fn decide(
     if avail < floor {
         return Err(SkipReason::BelowMemoryFloor);
     }
-    let tps = shared.llama.lock().unwrap_or_else(|p| p.into_inner()).tokens_per_sec;
+    let tps = shared
+        .llama
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tokens_per_sec;
     if let (Some(budget), Some(tps)) = (budget_ms, tps) {
         if tps > 0.0 && f64::from(max_tokens) / tps * 1000.0 > f64::from(budget) {
             return Err(SkipReason::LatencyBudget);
         }
     }
-    if shared.llama.lock().unwrap_or_else(|p| p.into_inner()).state == Some(ComponentState::CircuitOpen) {
+    if shared.llama.lock().unwrap_or_else(|p| p.into_inner()).state
+        == Some(ComponentState::CircuitOpen)
+    {
         return Err(SkipReason::CircuitOpen);
     }
     Ok(stored)
@@ -130,7 +147,10 @@ pub async fn serve(
         .filter(|s| s.state == ComponentState::Running)
         .and_then(|s| s.bootstrap.clone())
     else {
-        send(ControlResponse::Error(ControlError::ComponentUnavailable(Component::Executor))).await;
+        send(ControlResponse::Error(ControlError::ComponentUnavailable(
+            Component::Executor,
+        )))
+        .await;
         return;
     };
     let (plan, models) = match plan(shared, &flow).await {
@@ -153,7 +173,10 @@ pub async fn serve(
     };
     if send_async(&exec_boot, &msg, &[]).await.is_err() {
         shared.state().runs.remove(&run);
-        send(ControlResponse::Error(ControlError::ComponentUnavailable(Component::Executor))).await;
+        send(ControlResponse::Error(ControlError::ComponentUnavailable(
+            Component::Executor,
+        )))
+        .await;
         return;
     }
     while let Some(ev) = rx.recv().await {
@@ -164,7 +187,11 @@ pub async fn serve(
                     let gen_ms = s.duration_ms.saturating_sub(s.first_token_ms.unwrap_or(0));
                     if gen_ms > 0 {
                         let tps = f64::from(s.generated_tokens) * 1000.0 / gen_ms as f64;
-                        shared.llama.lock().unwrap_or_else(|p| p.into_inner()).tokens_per_sec = Some(tps);
+                        shared
+                            .llama
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .tokens_per_sec = Some(tps);
                     }
                 }
             }

@@ -63,11 +63,19 @@ fn completion_events() -> Vec<&'static str> {
 fn chat_events(finish: &str) -> Vec<String> {
     let meta = r#""created":1795643459,"id":"chatcmpl-x","model":"m.gguf","system_fingerprint":"b0-unknown","object":"chat.completion.chunk""#;
     vec![
-        format!(r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"role":"assistant","content":null}}}}],{meta}}}"#),
-        format!(r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":"Once"}}}}],{meta}}}"#),
-        format!(r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":" upon"}}}}],{meta}}}"#),
+        format!(
+            r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"role":"assistant","content":null}}}}],{meta}}}"#
+        ),
+        format!(
+            r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":"Once"}}}}],{meta}}}"#
+        ),
+        format!(
+            r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":" upon"}}}}],{meta}}}"#
+        ),
         format!(r#"{{"choices":[{{"finish_reason":"{finish}","index":0,"delta":{{}}}}],{meta}}}"#),
-        format!(r#"{{"choices":[],{meta},"usage":{{"completion_tokens":2,"prompt_tokens":33,"total_tokens":35,"prompt_tokens_details":{{"cached_tokens":1}}}},"timings":{{"cache_n":1,"prompt_n":32,"predicted_n":2}}}}"#),
+        format!(
+            r#"{{"choices":[],{meta},"usage":{{"completion_tokens":2,"prompt_tokens":33,"total_tokens":35,"prompt_tokens_details":{{"cached_tokens":1}}}},"timings":{{"cache_n":1,"prompt_n":32,"predicted_n":2}}}}"#
+        ),
         "[DONE]".to_string(),
     ]
 }
@@ -281,8 +289,12 @@ async fn chat_finish_stop_with_stop_strings_is_stop_string() {
 async fn chat_without_usage_falls_back_to_timings() {
     let meta = r#""object":"chat.completion.chunk""#;
     let events = [
-        format!(r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":"Hi"}}}}],{meta}}}"#),
-        format!(r#"{{"choices":[{{"finish_reason":"stop","index":0,"delta":{{}}}}],{meta},"timings":{{"cache_n":2,"prompt_n":17,"predicted_n":1}}}}"#),
+        format!(
+            r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":"Hi"}}}}],{meta}}}"#
+        ),
+        format!(
+            r#"{{"choices":[{{"finish_reason":"stop","index":0,"delta":{{}}}}],{meta},"timings":{{"cache_n":2,"prompt_n":17,"predicted_n":1}}}}"#
+        ),
         "[DONE]".to_string(),
     ];
     let refs: Vec<&str> = events.iter().map(String::as_str).collect();
@@ -306,8 +318,14 @@ async fn stop_types_map_to_stop_reasons() {
     let cases = [
         (r#""stop_type":"eos""#, StopReason::Eos),
         (r#""stop_type":"limit""#, StopReason::Length),
-        (r#""stop_type":"word","stopping_word":"\n\n""#, StopReason::StopString),
-        (r#""stopped_eos":false,"stopped_word":true"#, StopReason::StopString),
+        (
+            r#""stop_type":"word","stopping_word":"\n\n""#,
+            StopReason::StopString,
+        ),
+        (
+            r#""stopped_eos":false,"stopped_word":true"#,
+            StopReason::StopString,
+        ),
         (r#""stopped_eos":true"#, StopReason::Eos),
         (r#""stopped_limit":true"#, StopReason::Length),
     ];
@@ -343,7 +361,11 @@ async fn keep_alive_reuses_one_connection_for_two_requests() {
 async fn connection_close_or_http10_is_not_kept_alive() {
     let with_close = String::from_utf8(chunked(&completion_events()))
         .unwrap()
-        .replacen("Keep-Alive: timeout=5, max=100\r\n", "Connection: keep-alive, close\r\n", 1);
+        .replacen(
+            "Keep-Alive: timeout=5, max=100\r\n",
+            "Connection: keep-alive, close\r\n",
+            1,
+        );
     let http10 = String::from_utf8(chunked(&completion_events()))
         .unwrap()
         .replacen("HTTP/1.1", "HTTP/1.0", 1);
@@ -457,9 +479,15 @@ async fn bad_chunk_sizes_are_protocol_errors() {
         (format!("{head}zz\r\ndata: x\r\n"), "bad chunk size"),
         (format!("{head}\r\n"), "bad chunk size"),
         (format!("{head}-5\r\nabcde\r\n"), "bad chunk size"),
-        (format!("{head}5\r\nabcdefgh\r\n0\r\n\r\n"), "a chunk is longer than its size"),
+        (
+            format!("{head}5\r\nabcdefgh\r\n0\r\n\r\n"),
+            "a chunk is longer than its size",
+        ),
         (format!("{head}200000\r\n"), "a chunk is over 1 MiB"),
-        (format!("{head}{}\r\n", "0".repeat(2000)), "a chunk-size line is too long"),
+        (
+            format!("{head}{}\r\n", "0".repeat(2000)),
+            "a chunk-size line is too long",
+        ),
     ];
     for (resp, want) in cases {
         let res = run_raw(resp.into_bytes()).await;
@@ -487,7 +515,10 @@ async fn oversized_lines_and_events_are_protocol_errors() {
     }
     resp.extend_from_slice(b"0\r\n\r\n");
     let res = run_raw(resp).await;
-    assert!(is_protocol(&res, "an event-stream line is over 1 MiB"), "{res:?}");
+    assert!(
+        is_protocol(&res, "an event-stream line is over 1 MiB"),
+        "{res:?}"
+    );
 
     // Two data lines of 600 KiB each: each line fits, the event does not.
     let mut resp = SSE_HEAD.as_bytes().to_vec();
@@ -505,13 +536,28 @@ async fn bounded_and_strict_heads() {
     let many = (0..65).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
     let huge = format!("X-Big: {}\r\n", "v".repeat(17 * 1024));
     let cases: [(String, &str); 9] = [
-        (format!("HTTP/1.1 200 OK\r\n{many}\r\n"), "the response has more than 64 headers"),
-        (format!("HTTP/1.1 200 OK\r\n{huge}\r\n"), "the response head is over 16 KiB"),
+        (
+            format!("HTTP/1.1 200 OK\r\n{many}\r\n"),
+            "the response has more than 64 headers",
+        ),
+        (
+            format!("HTTP/1.1 200 OK\r\n{huge}\r\n"),
+            "the response head is over 16 KiB",
+        ),
         ("HTTP/2 200 OK\r\n\r\n".into(), "bad status line"),
         ("HTTP/1.1 2000 OK\r\n\r\n".into(), "bad status line"),
-        ("HTTP/1.1 100 Continue\r\n\r\n".into(), "unexpected status code class"),
-        ("HTTP/1.1 200 OK\nContent-Length: 0\n\n".into(), "a line does not end with CRLF"),
-        ("HTTP/1.1 200 OK\r\n folded: x\r\n\r\n".into(), "bad header name"),
+        (
+            "HTTP/1.1 100 Continue\r\n\r\n".into(),
+            "unexpected status code class",
+        ),
+        (
+            "HTTP/1.1 200 OK\nContent-Length: 0\n\n".into(),
+            "a line does not end with CRLF",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\n folded: x\r\n\r\n".into(),
+            "bad header name",
+        ),
         (
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
             "both transfer-encoding and content-length are present",
@@ -525,8 +571,12 @@ async fn bounded_and_strict_heads() {
         let res = run_raw(resp.into_bytes()).await;
         assert!(is_protocol(&res, want), "{want}: {res:?}");
     }
-    let res = run_raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec()).await;
-    assert!(is_protocol(&res, "unsupported transfer-encoding"), "{res:?}");
+    let res =
+        run_raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec()).await;
+    assert!(
+        is_protocol(&res, "unsupported transfer-encoding"),
+        "{res:?}"
+    );
 }
 
 #[tokio::test]
@@ -534,10 +584,18 @@ async fn malformed_events_are_protocol_errors() {
     let cases: [(&[&str], &str); 6] = [
         (&["not json"], "an event is not valid json"),
         (&["[1,2]"], "an event is not a json object"),
-        (&[r#"{"content":"x"}"#], "a completion event has no boolean 'stop'"),
-        (&[r#"{"content":5,"stop":false}"#], "content is not a string"),
         (
-            &[r#"{"content":"","stop":true,"tokens_predicted":1,"tokens_evaluated":2,"stop_type":"none"}"#],
+            &[r#"{"content":"x"}"#],
+            "a completion event has no boolean 'stop'",
+        ),
+        (
+            &[r#"{"content":5,"stop":false}"#],
+            "content is not a string",
+        ),
+        (
+            &[
+                r#"{"content":"","stop":true,"tokens_predicted":1,"tokens_evaluated":2,"stop_type":"none"}"#,
+            ],
             "the final event has an unknown stop_type",
         ),
         (
@@ -552,7 +610,10 @@ async fn malformed_events_are_protocol_errors() {
     let mut after = completion_events();
     after.push(r#"{"content":"x","stop":false}"#);
     let res = run_raw(chunked(&after)).await;
-    assert!(is_protocol(&res, "an event arrived after the final one"), "{res:?}");
+    assert!(
+        is_protocol(&res, "an event arrived after the final one"),
+        "{res:?}"
+    );
 }
 
 #[tokio::test]
@@ -560,7 +621,10 @@ async fn non_200_carries_only_the_error_type() {
     let body = format!(
         r#"{{"error":{{"code":400,"message":"request about '{PROMPT}' exceeds the available context size","type":"exceed_context_size_error","n_prompt_tokens":3001,"n_ctx":1024}}}}"#
     );
-    let (mut conn, _server) = double(vec![plain("400 Bad Request", "Connection: close\r\n", &body)], 4096);
+    let (mut conn, _server) = double(
+        vec![plain("400 Bad Request", "Connection: close\r\n", &body)],
+        4096,
+    );
     let (res, tokens) = run(&mut conn, &completion(PROMPT), &params()).await;
     let err = res.unwrap_err();
     assert!(tokens.is_empty());
@@ -570,20 +634,38 @@ async fn non_200_carries_only_the_error_type() {
     );
     assert_eq!(err.service_error(), ServiceError::BadRequest);
     let shown = format!("{err} {err:?}");
-    assert!(!shown.contains("secret") && !shown.contains("exceeds"), "{shown}");
+    assert!(
+        !shown.contains("secret") && !shown.contains("exceeds"),
+        "{shown}"
+    );
 
     // A `type` that is not a short lower-case token is dropped: it could quote text.
     let body = format!(r#"{{"error":{{"code":500,"message":"x","type":"{PROMPT}"}}}}"#);
     let (mut conn, _server) = double(vec![plain("500 Internal Server Error", "", &body)], 4096);
     let (res, _) = run(&mut conn, &completion(PROMPT), &params()).await;
     let err = res.unwrap_err();
-    assert!(matches!(err, LlamaError::Status { code: 500, kind: None }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            LlamaError::Status {
+                code: 500,
+                kind: None
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.service_error(), ServiceError::ModelServerFailed);
 
     // A body that is not JSON still gives the status.
     let (mut conn, _server) = double(vec![plain("404 Not Found", "", "File Not Found")], 4096);
     let (res, _) = run(&mut conn, &completion(PROMPT), &params()).await;
-    assert!(matches!(res, Err(LlamaError::Status { code: 404, kind: None })));
+    assert!(matches!(
+        res,
+        Err(LlamaError::Status {
+            code: 404,
+            kind: None
+        })
+    ));
 }
 
 #[tokio::test]
@@ -599,10 +681,13 @@ async fn error_event_mid_stream() {
     );
     // The legacy `error:` field.
     let mut resp = SSE_HEAD.as_bytes().to_vec();
-    let part = r#"error: {"code":400,"message":"m","type":"invalid_request_error"}"#.to_string() + "\n\n";
+    let part =
+        r#"error: {"code":400,"message":"m","type":"invalid_request_error"}"#.to_string() + "\n\n";
     resp.extend_from_slice(format!("{:x}\r\n{part}\r\n0\r\n\r\n", part.len()).as_bytes());
     let err = run_raw(resp).await.unwrap_err();
-    assert!(matches!(&err, LlamaError::StreamError { kind: Some(k) } if k == "invalid_request_error"));
+    assert!(
+        matches!(&err, LlamaError::StreamError { kind: Some(k) } if k == "invalid_request_error")
+    );
     assert_eq!(err.service_error(), ServiceError::BadRequest);
 }
 
@@ -629,7 +714,12 @@ async fn eof_before_any_byte_is_closed_before_response() {
     let res = run_raw(Vec::new()).await;
     let err = res.unwrap_err();
     assert!(
-        matches!(err, LlamaError::ClosedBeforeResponse { stage: Stage::ReadingHead }),
+        matches!(
+            err,
+            LlamaError::ClosedBeforeResponse {
+                stage: Stage::ReadingHead
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(err.service_error(), ServiceError::ModelServerFailed);
@@ -702,7 +792,10 @@ async fn bad_params_are_refused_before_sending() {
         let (mut conn, server) = double(vec![chunked(&completion_events())], 4096);
         let (res, _) = run(&mut conn, &input, &p).await;
         let err = res.unwrap_err();
-        assert!(matches!(&err, LlamaError::BadParams { what } if *what == want), "{err:?}");
+        assert!(
+            matches!(&err, LlamaError::BadParams { what } if *what == want),
+            "{err:?}"
+        );
         assert_eq!(err.service_error(), ServiceError::BadRequest);
         drop(conn);
         assert!(server.await.unwrap().is_empty(), "nothing must be sent");
@@ -713,8 +806,16 @@ async fn bad_params_are_refused_before_sending() {
 async fn health_reports_ready_loading_and_failure() {
     let (mut conn, server) = double(
         vec![
-            plain("503 Service Unavailable", "", r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#),
-            plain("200 OK", "Keep-Alive: timeout=5, max=100\r\n", r#"{"status":"ok"}"#),
+            plain(
+                "503 Service Unavailable",
+                "",
+                r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#,
+            ),
+            plain(
+                "200 OK",
+                "Keep-Alive: timeout=5, max=100\r\n",
+                r#"{"status":"ok"}"#,
+            ),
             plain("500 Internal Server Error", "", "{}"),
         ],
         3,
@@ -728,7 +829,16 @@ async fn health_reports_ready_loading_and_failure() {
         }
     );
     let err = health(&mut conn).await.unwrap_err();
-    assert!(matches!(err, LlamaError::Status { code: 500, kind: None }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            LlamaError::Status {
+                code: 500,
+                kind: None
+            }
+        ),
+        "{err:?}"
+    );
     drop(conn);
     let reqs = server.await.unwrap();
     assert_eq!(
@@ -745,10 +855,19 @@ fn service_errors() {
     };
     let cases = [
         (status(400, None), ServiceError::BadRequest),
-        (status(500, Some("invalid_request_error")), ServiceError::BadRequest),
+        (
+            status(500, Some("invalid_request_error")),
+            ServiceError::BadRequest,
+        ),
         (status(429, None), ServiceError::Busy),
-        (status(503, Some("unavailable_error")), ServiceError::Unavailable),
-        (status(404, Some("not_found_error")), ServiceError::ModelServerFailed),
+        (
+            status(503, Some("unavailable_error")),
+            ServiceError::Unavailable,
+        ),
+        (
+            status(404, Some("not_found_error")),
+            ServiceError::ModelServerFailed,
+        ),
         (status(500, None), ServiceError::ModelServerFailed),
         (
             LlamaError::StreamError { kind: None },
@@ -774,7 +893,8 @@ fn service_errors() {
 fn sse_parser_handles_crlf_comments_multiline_and_unknown_fields() {
     let mut p = SseParser::default();
     let mut out = Vec::new();
-    let input = b": comment\r\nevent: x\r\nid: 1\r\ndata: a\r\ndata:b\r\nretry: 5\r\n\r\n\n\ndata: c\n\n";
+    let input =
+        b": comment\r\nevent: x\r\nid: 1\r\ndata: a\r\ndata:b\r\nretry: 5\r\n\r\n\n\ndata: c\n\n";
     // Byte by byte: every split point.
     for b in input {
         p.feed(std::slice::from_ref(b), |e| {

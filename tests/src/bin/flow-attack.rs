@@ -106,6 +106,7 @@ fn errno_name(e: i32) -> &'static str {
         libc::ENOKEY => "ENOKEY",
         libc::ENOTSOCK => "ENOTSOCK",
         libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
         libc::ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EAFNOSUPPORT => "EAFNOSUPPORT",
@@ -257,6 +258,18 @@ fn tcp_connect(args: &[String], v6: bool) -> Res {
         connect_raw(&fd, &loopback4(port), size_of::<libc::sockaddr_in>() as u32)?;
         Ok(format!("connected to 127.0.0.1:{port}"))
     }
+}
+
+/// `IPPROTO_MPTCP` (Linux's protocol number; absent from some libc crates).
+const IPPROTO_MPTCP: c_int = 262;
+
+/// Multipath TCP: a `SOCK_STREAM` socket that landlock's TCP rules do not
+/// cover; a plain TCP listener accepts it (fallback to TCP).
+fn tcp_connect_mptcp(args: &[String]) -> Res {
+    let port: u16 = num(args, 0, "TCP port of the listener outside")?;
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM, IPPROTO_MPTCP)?;
+    connect_raw(&fd, &loopback4(port), size_of::<libc::sockaddr_in>() as u32)?;
+    Ok(format!("connected to 127.0.0.1:{port} over MPTCP"))
 }
 
 /// TCP Fast Open: `sendto(MSG_FASTOPEN)` connects implicitly, without a
@@ -1025,6 +1038,7 @@ const IMPLS: &[(&str, AttackFn)] = {
         ("unix-connect-abstract", |c| unix_connect(&c.args, true)),
         ("tcp-connect", |c| tcp_connect(&c.args, false)),
         ("tcp6-connect", |c| tcp_connect(&c.args, true)),
+        ("tcp-connect-mptcp", |c| tcp_connect_mptcp(&c.args)),
         ("tcp-fastopen", |c| tcp_fastopen(&c.args, SendCall::Sendto)),
         ("tcp-fastopen-sendmsg", |c| {
             tcp_fastopen(&c.args, SendCall::Sendmsg)

@@ -120,7 +120,13 @@ fn import_lays_out_a_private_read_only_model() {
         }
     );
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    assert_eq!(mode(store.dir()), 0o700);
+    // A root broker's store is traversable by the sandbox uid (llama-server).
+    let dir_mode = if rustix::process::geteuid().is_root() {
+        0o711
+    } else {
+        0o700
+    };
+    assert_eq!(mode(store.dir()), dir_mode);
     assert_eq!(mode(&store.dir().join("tiny")), 0o700);
     assert_eq!(mode(&store.dir().join("tiny/1.0.0")), 0o700);
     assert_eq!(mode(&path), 0o444);
@@ -521,8 +527,14 @@ fn a_store_directory_with_a_wide_mode_is_refused() {
     let models = dir.join("models");
     std::fs::create_dir(&models).unwrap();
     std::fs::set_permissions(&models, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(matches!(
-        Store::open(&models),
-        Err(StoreError::Dir(PathError::BadMode { mode: 0o755, .. }))
-    ));
+    if rustix::process::geteuid().is_root() {
+        // Root: the store is made traversable-only, never left listable.
+        Store::open(&models).unwrap();
+        assert_eq!(mode(&models), 0o711);
+    } else {
+        assert!(matches!(
+            Store::open(&models),
+            Err(StoreError::Dir(PathError::BadMode { mode: 0o755, .. }))
+        ));
+    }
 }
