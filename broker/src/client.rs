@@ -53,16 +53,24 @@ pub fn describe_error(e: &ControlError) -> String {
 
 pub fn down() -> anyhow::Result<i32> {
     let paths = Paths::from_env()?;
+    let pid = match request(ControlRequest::Status)? {
+        ControlResponse::Status(s) => s.broker_pid,
+        _ => bail!("unexpected answer from the broker"),
+    };
     request(ControlRequest::Down)?;
-    // Wait for the broker to remove its socket: then every component is gone.
-    for _ in 0..100 {
-        if !paths.control_socket().exists() {
+    // Wait for the broker process itself to exit: then every component is
+    // gone and the audit log is closed.
+    for _ in 0..200 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             println!("broker stopped");
             return Ok(0);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    bail!("the broker did not stop within 5 s: check 'flow status'")
+    bail!(
+        "the broker (pid {pid}) did not stop within 10 s: check 'flow status' and {}",
+        paths.control_socket().display()
+    )
 }
 
 fn fmt_caps(v: u64) -> String {

@@ -58,6 +58,13 @@ pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, StartErr
     Ok(a)
 }
 
+/// What `body` gets from [`main_with`]: the first grants and the arguments.
+#[derive(Debug)]
+pub struct Granted {
+    pub grants: Vec<(CapGrant, OwnedFd)>,
+    pub args: Args,
+}
+
 /// A component that passed attestation, with its first grants.
 #[derive(Debug)]
 pub struct Started {
@@ -108,4 +115,54 @@ pub fn start(component: Component, profile: ProfileName) -> Result<Started, Star
         grants,
         args: kept_args,
     })
+}
+
+/// The whole `main` of a sandboxed Rust component: [`start`] (sandbox,
+/// bootstrap, attestation), then a single-threaded async runtime without a
+/// signal driver (its socketpair is denied by seccomp) running `body` with
+/// the bootstrap channel registered for async use. Exits with `body`'s code.
+pub fn main_with<F, Fut>(component: Component, profile: ProfileName, body: F) -> !
+where
+    F: FnOnce(Granted, tokio::io::unix::AsyncFd<OwnedFd>) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let name = component.as_str();
+    let started = match start(component, profile) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("flow-{name}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flow-{name}: cannot start the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let Started {
+        bootstrap: fd,
+        grants,
+        args,
+    } = started;
+    let code = local.block_on(&rt, async move {
+        let boot = match rustix::io::ioctl_fionbio(&fd, true)
+            .map_err(std::io::Error::from)
+            .and_then(|()| proto::bootstrap::async_fd(fd))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("flow-{name}: cannot watch the bootstrap channel: {e}");
+                return 2;
+            }
+        };
+        body(Granted { grants, args }, boot).await
+    });
+    std::process::exit(code)
 }

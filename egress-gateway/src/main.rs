@@ -12,38 +12,17 @@ use proto::msg::{BrokerMsg, Component};
 use sandbox::ProfileName;
 
 fn main() {
-    let started = match component::start(Component::EgressGateway, ProfileName::EgressGateway) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("flow-egress-gateway: {e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("flow-egress-gateway: cannot start the runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    let code = rt.block_on(async move {
-        let Ok(boot) = rustix::io::ioctl_fionbio(&started.bootstrap, true)
-            .map_err(std::io::Error::from)
-            .and_then(|()| proto::bootstrap::async_fd(started.bootstrap))
-        else {
-            return 2;
-        };
-        loop {
-            match recv_async::<BrokerMsg>(&boot, BOOTSTRAP_MAX_FRAME).await {
-                Ok((BrokerMsg::Shutdown, _)) | Err(proto::ProtoError::Closed) => return 0,
-                Ok(_) => {}
-                Err(_) => return 3,
+    component::main_with(
+        Component::EgressGateway,
+        ProfileName::EgressGateway,
+        |_granted, boot| async move {
+            loop {
+                match recv_async::<BrokerMsg>(&boot, BOOTSTRAP_MAX_FRAME).await {
+                    Ok((BrokerMsg::Shutdown, _)) | Err(proto::ProtoError::Closed) => return 0,
+                    Ok(_) => {}
+                    Err(_) => return 3,
+                }
             }
-        }
-    });
-    std::process::exit(code);
+        },
+    )
 }

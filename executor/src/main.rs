@@ -27,27 +27,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 fn main() {
-    let started = match component::start(Component::Executor, ProfileName::Executor) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("flow-executor: {e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("flow-executor: cannot start the runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    let code = local.block_on(&rt, run(started));
-    std::process::exit(code);
+    component::main_with(Component::Executor, ProfileName::Executor, run)
 }
 
 /// The client end of the reasoning capability, multiplexed by request id.
@@ -155,14 +135,7 @@ fn response_id(r: &ReasoningResponse) -> u64 {
 
 type Current = Rc<RefCell<Option<Rc<Reasoning>>>>;
 
-async fn run(started: component::Started) -> i32 {
-    let Ok(boot) = rustix::io::ioctl_fionbio(&started.bootstrap, true)
-        .map_err(std::io::Error::from)
-        .and_then(|()| proto::bootstrap::async_fd(started.bootstrap))
-    else {
-        eprintln!("flow-executor: cannot watch the bootstrap channel");
-        return 2;
-    };
+async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
     let boot = Rc::new(boot);
     let spool = match started.args.spool.as_deref().map(Spool::open) {
         Some(Ok(s)) => Rc::new(s),

@@ -34,27 +34,11 @@ const MAX_QUEUED: usize = 32;
 const MAX_STALE_RETRIES: u32 = 4;
 
 fn main() {
-    let started = match component::start(Component::ReasoningWorker, ProfileName::ReasoningWorker) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("flow-reasoning-worker: {e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("flow-reasoning-worker: cannot start the runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    let code = local.block_on(&rt, run(started));
-    std::process::exit(code);
+    component::main_with(
+        Component::ReasoningWorker,
+        ProfileName::ReasoningWorker,
+        run,
+    )
 }
 
 /// Connections to llama-server, each one a capability from the broker.
@@ -109,14 +93,7 @@ impl Worker {
     }
 }
 
-async fn run(started: component::Started) -> i32 {
-    let Ok(boot) = rustix::io::ioctl_fionbio(&started.bootstrap, true)
-        .map_err(std::io::Error::from)
-        .and_then(|()| proto::bootstrap::async_fd(started.bootstrap))
-    else {
-        eprintln!("flow-reasoning-worker: cannot watch the bootstrap channel");
-        return 2;
-    };
+async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
     let w = Rc::new(Worker {
         boot,
         pool: Pool::default(),
