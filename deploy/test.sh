@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo build --workspace --bins --tests
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
