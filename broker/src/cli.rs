@@ -229,9 +229,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let spool = match (profile, spool) {
                 (ProfileName::Executor, None) => {
                     let paths = crate::paths::Paths::from_env()?;
-                    let s = paths.spool();
-                    crate::paths::ensure_private_dir(&s)?;
-                    Some(s)
+                    Some(crate::paths::prepare_spool(
+                        &paths,
+                        sandbox::profile::DEFAULT_RUN_AS,
+                    )?)
                 }
                 (_, s) => s,
             };

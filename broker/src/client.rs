@@ -61,7 +61,7 @@ pub fn down() -> anyhow::Result<i32> {
     // Wait for the broker process itself to exit: then every component is
     // gone and the audit log is closed.
     for _ in 0..200 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !process_alive(pid) {
             println!("broker stopped");
             return Ok(0);
         }
@@ -71,6 +71,18 @@ pub fn down() -> anyhow::Result<i32> {
         "the broker (pid {pid}) did not stop within 10 s: check 'flow status' and {}",
         paths.control_socket().display()
     )
+}
+
+/// True while `pid` runs; false once it is gone or a zombie (its parent,
+/// e.g. a shell or test harness, has not reaped it yet).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 fn fmt_caps(v: u64) -> String {

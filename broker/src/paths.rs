@@ -204,3 +204,24 @@ pub fn check_traversable(path: &Path, uid: u32, gid: u32) -> Result<(), PathErro
     }
     Ok(())
 }
+
+/// The spool is the executor's only writable place. When Flow runs as root
+/// the executor runs as `run_as`, so the spool belongs to that uid (and its
+/// ancestors must be traversable by it); otherwise it is a private 0700
+/// directory of the user.
+pub fn prepare_spool(paths: &Paths, run_as: (u32, u32)) -> Result<PathBuf, PathError> {
+    let spool = paths.spool();
+    if rustix::process::geteuid().is_root() {
+        let err = |source| PathError::Create {
+            path: spool.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&spool).map_err(err)?;
+        std::os::unix::fs::chown(&spool, Some(run_as.0), Some(run_as.1)).map_err(err)?;
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        check_traversable(&spool, run_as.0, run_as.1)?;
+    } else {
+        ensure_private_dir(&spool)?;
+    }
+    Ok(spool)
+}

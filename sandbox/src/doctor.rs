@@ -295,6 +295,12 @@ pub fn host_report() -> HostReport {
 /// Gate before spawning `profile`: fails closed when a layer `enter` needs is
 /// missing (landlock only unless waived).
 pub fn preflight(profile: ProfileName, waivers: &Waivers) -> Result<(), SandboxError> {
+    // Cheapest first, and landlock first: it is the one layer an operator
+    // may waive, so its refusal names the waiver in the fix.
+    let abi = landlock_rules::kernel_abi();
+    if abi <= 0 && !waivers.landlock {
+        return Err(SandboxError::LandlockUnavailable { abi });
+    }
     let seccomp = in_child(probe_seccomp);
     if !seccomp.ok {
         return Err(SandboxError::SeccompUnavailable {
@@ -306,10 +312,6 @@ pub fn preflight(profile: ProfileName, waivers: &Waivers) -> Result<(), SandboxE
         return Err(SandboxError::UserNamespace {
             source: std::io::Error::from_raw_os_error(userns.errno),
         });
-    }
-    let abi = landlock_rules::kernel_abi();
-    if abi <= 0 && !waivers.landlock {
-        return Err(SandboxError::LandlockUnavailable { abi });
     }
     let _ = profile;
     Ok(())

@@ -37,7 +37,7 @@ pub enum SandboxError {
     #[error("the parent process died during sandbox entry (parent pid was {expected}, now {found}): exiting")]
     ParentDied { expected: i32, found: i32 },
 
-    #[error("landlock is not available (kernel ABI {abi}): run 'flow doctor'")]
+    #[error("landlock is not available (kernel ABI {abi}): boot a kernel with landlock enabled (see 'flow doctor'), or waive it with 'flow up --waive landlock' (the empty mount root and seccomp still confine the filesystem)")]
     LandlockUnavailable { abi: i32 },
 
     #[error("landlock ruleset for {path} could not be applied: {detail}: run 'flow doctor'")]

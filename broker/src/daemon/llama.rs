@@ -236,8 +236,12 @@ async fn start(shared: &Arc<Shared>, model: &StoredModel) -> Result<PathBuf, Lla
         .store
         .open_verified(&model.id, &model.version)
         .map_err(|e| LlamaError::Spawn(e.to_string()))?;
+    // Leave one core to the broker, executor and worker that stream the
+    // tokens: with every core busy generating, llama.cpp's threads and the
+    // forwarding processes slow each other down (LLAMA.md: threads from the
+    // cores actually free).
     let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(|n| n.get().saturating_sub(1).max(1))
         .unwrap_or(1)
         .to_string();
     let flow = std::env::current_exe().map_err(|e| LlamaError::Spawn(e.to_string()))?;

@@ -104,6 +104,9 @@ pub struct Shared {
     pub store: crate::models::store::Store,
     pub catalog: crate::models::catalog::Catalog,
     pub settings: crate::settings::Settings,
+    /// Whether the llama-server profile can be applied on this host, checked
+    /// once at start (the probes fork); AI nodes are skipped if not.
+    pub llama_sandbox_ok: bool,
     pub llama: Mutex<llama::LlamaState>,
     /// Serializes llama-server starts.
     pub llama_start: tokio::sync::Mutex<()>,
@@ -201,6 +204,13 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
             return Ok(2);
         }
     }
+    let llama_sandbox_ok = match sandbox::doctor::preflight(ProfileName::LlamaServer, &waivers) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("flow up: AI nodes will be skipped: the llama-server sandbox cannot be applied: {e}");
+            false
+        }
+    };
     if crate::client::broker_running(&paths) {
         anyhow::bail!(
             "a broker is already running for this user (socket {}): use 'flow status', or 'flow down' first",
@@ -208,7 +218,7 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         );
     }
     let run_as = sandbox::profile::DEFAULT_RUN_AS;
-    prepare_spool(&paths, euid, run_as)?;
+    crate::paths::prepare_spool(&paths, run_as)?;
     if euid == 0 {
         drop_root_capabilities().context("cannot drop the broker's capabilities")?;
     }
@@ -257,6 +267,7 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         store,
         catalog,
         settings,
+        llama_sandbox_ok,
         llama: Mutex::new(llama::LlamaState::default()),
         llama_start: tokio::sync::Mutex::new(()),
     });
@@ -315,29 +326,6 @@ pub(crate) fn make_traversable(dir: &std::path::Path) {
             }
         }
     }
-}
-
-/// The spool is the executor's only writable place. When the broker runs as
-/// root the executor runs as `run_as`, so the spool belongs to that uid.
-fn prepare_spool(paths: &Paths, euid: u32, run_as: (u32, u32)) -> anyhow::Result<()> {
-    let spool = paths.spool();
-    if euid == 0 {
-        std::fs::create_dir_all(&spool)
-            .with_context(|| format!("cannot create {}", spool.display()))?;
-        std::os::unix::fs::chown(&spool, Some(run_as.0), Some(run_as.1)).with_context(|| {
-            format!(
-                "cannot chown {} to {}:{}",
-                spool.display(),
-                run_as.0,
-                run_as.1
-            )
-        })?;
-        std::fs::set_permissions(&spool, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        crate::paths::check_traversable(&spool, run_as.0, run_as.1)?;
-    } else {
-        ensure_private_dir(&spool)?;
-    }
-    Ok(())
 }
 
 /// Capabilities a root broker keeps: switching children to a non-root uid

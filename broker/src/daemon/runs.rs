@@ -90,7 +90,7 @@ fn decide(
             return Err(SkipReason::ModelMissing);
         }
     }
-    if sandbox::doctor::preflight(sandbox::ProfileName::LlamaServer, &shared.waivers).is_err() {
+    if !shared.llama_sandbox_ok {
         return Err(SkipReason::SandboxUnavailable);
     }
     let avail = crate::models::mem_available_mb().unwrap_or(0);
@@ -161,10 +161,9 @@ pub async fn serve(
         }
     };
     let run = executor::spool::fresh_run_id();
-    prune_spool(shared);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     shared.state().runs.insert(run.clone(), tx);
-    shared.audit.run_started(&run, flow.nodes.len() as u32);
+    let nodes = flow.nodes.len() as u32;
     let msg = BrokerMsg::Run {
         run: run.clone(),
         flow: flow.clone(),
@@ -179,6 +178,9 @@ pub async fn serve(
         .await;
         return;
     }
+    // Audited right after the hand-off, so the log's fsync overlaps the
+    // executor's start instead of delaying the first token.
+    shared.audit.run_started(&run, nodes);
     while let Some(ev) = rx.recv().await {
         if let RunEvent::NodeFinished(s) = &ev {
             if let Some(m) = models.get(&s.node) {
@@ -206,6 +208,9 @@ pub async fn serve(
         }
     }
     shared.state().runs.remove(&run);
+    // Retention is applied after a run, off the path of its first token.
+    let shared2 = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || prune_spool(&shared2)).await;
 }
 
 /// Remove a run from the spool (the broker can read the executor's spool;
