@@ -15,7 +15,7 @@ model=$(echo "$out" | awk '/^model /{print $2}')
 cargo build --release --workspace --bins -q
 flow=$PWD/target/release/flow
 direct=$PWD/target/release/flow-bench-llama
-tmp=$(mktemp -d); mkdir -p "$tmp/run"; chmod 711 "$tmp/run"
+tmp=$(mktemp -d); chmod 755 "$tmp"; mkdir -p "$tmp/run"; chmod 711 "$tmp/run"
 export HOME=$tmp/home XDG_RUNTIME_DIR=$tmp/run XDG_STATE_HOME=$tmp/state XDG_DATA_HOME=$tmp/data XDG_CONFIG_HOME=$tmp/config
 cleanup() { $flow down >/dev/null 2>&1 || true; chattr -a "$tmp/state/flow/audit.log" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

@@ -13,7 +13,7 @@ rounds=${1:-5}; pings=${2:-20000}; spawns=${3:-200}
 command -v bwrap >/dev/null || { echo "installing bubblewrap for the comparison"; apt-get install -y -qq bubblewrap >/dev/null; }
 cargo build --release --workspace --bins -q
 flow=$PWD/target/release/flow
-tmp=$(mktemp -d); mkdir -p "$tmp/run"; chmod 700 "$tmp/run"
+tmp=$(mktemp -d); chmod 755 "$tmp"; mkdir -p "$tmp/run"; chmod 711 "$tmp/run"
 export HOME=$tmp/home XDG_RUNTIME_DIR=$tmp/run XDG_STATE_HOME=$tmp/state XDG_DATA_HOME=$tmp/data XDG_CONFIG_HOME=$tmp/config
 cleanup() { $flow down >/dev/null 2>&1 || true; chattr -a "$tmp/state/flow/audit.log" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -44,10 +44,14 @@ done
 python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; print(f'median ratio {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}); target <= 2.0')" "${ratios[@]}"
 $flow down >/dev/null
 echo "## sandboxed spawn to attested vs bwrap --unshare-all ($spawns starts each, same run)"
-$flow bench spawn --count "$spawns" | python3 -c '
-import json,sys
-d=json.load(sys.stdin)
-for k,v in d.items():
-    if v: print(f"{k}: median {v[\"median_ms\"]:.2f} ms, p99 {v[\"p99_ms\"]:.2f} ms (n={v[\"n\"]})")
-f=d["flow_spawn_to_attested"]; b=d["bwrap_unshare_all"]
-if b: print(f"ratio of medians flow/bwrap {f[\"median_ms\"]/b[\"median_ms\"]:.2f}; target median <= 3 ms")'
+$flow bench spawn --count "$spawns" >"$tmp/spawn.json"
+python3 - "$tmp/spawn.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k, v in d.items():
+    if v:
+        print(f"{k}: median {v['median_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms (n={v['n']})")
+f, b = d["flow_spawn_to_attested"], d["bwrap_unshare_all"]
+if b:
+    print(f"ratio of medians flow/bwrap {f['median_ms'] / b['median_ms']:.2f}; target: median <= 3 ms")
+PY

@@ -360,8 +360,12 @@ pub fn llama_install(binary: &Path) -> anyhow::Result<i32> {
     let paths = Paths::from_env()?;
     let (bin, sum) = crate::daemon::llama::install_paths(&paths);
     let dir = bin.parent().context("the install path has no directory")?;
-    crate::paths::ensure_private_dir(&paths.data)
-        .or_else(|_| crate::paths::ensure_traversable_dir(&paths.data))?;
+    if rustix::process::geteuid().is_root() {
+        // As `flow up` does: the sandbox uid must traverse the data dir.
+        crate::paths::ensure_traversable_dir(&paths.data)?;
+    } else {
+        crate::paths::ensure_private_dir(&paths.data)?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let bytes =
         std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;

@@ -263,7 +263,10 @@ impl Spool {
             .mode(0o700)
             .create(&dir)
             .map_err(io_err("create", &dir))?;
-        sync_dir(&self.runs)
+        // No fsync here: it would sit on the path of the run's first token.
+        // The run directory becomes durable with its first atomic write and
+        // with `write_summary`, which sync the directories they write into.
+        Ok(())
     }
 
     fn run_dir(&self, run: &RunId) -> Result<PathBuf, SpoolError> {
@@ -318,7 +321,9 @@ impl Spool {
             id: run.0.clone(),
             source,
         })?;
-        write_atomic_in(&dir, SUMMARY_FILE, &bytes)
+        write_atomic_in(&dir, SUMMARY_FILE, &bytes)?;
+        // The run directory's own entry in `runs/` (see `create_run`).
+        sync_dir(&self.runs)
     }
 
     /// Every run, oldest first. Entries of `runs/` that are not run
