@@ -270,6 +270,10 @@ fn runtime() -> Vec<Allow> {
                 (TCGETS, "cmd == TCGETS"),
             ],
         ),
+        // Thread names, plus read-only queries of the process's own security
+        // state, so that a probe inside the sandbox (an auditor's, or ours)
+        // can decide NoNewPrivs, the seccomp mode, the capability bounding
+        // set, securebits and dumpability from within. Nothing that sets.
         one_of(
             "prctl",
             SYS_prctl,
@@ -277,8 +281,22 @@ fn runtime() -> Vec<Allow> {
             &[
                 (PR_SET_NAME as u64, "option == PR_SET_NAME"),
                 (PR_GET_NAME as u64, "option == PR_GET_NAME"),
+                (
+                    libc::PR_GET_NO_NEW_PRIVS as u64,
+                    "option == PR_GET_NO_NEW_PRIVS",
+                ),
+                (libc::PR_GET_SECCOMP as u64, "option == PR_GET_SECCOMP"),
+                (libc::PR_CAPBSET_READ as u64, "option == PR_CAPBSET_READ"),
+                (
+                    libc::PR_GET_SECUREBITS as u64,
+                    "option == PR_GET_SECUREBITS",
+                ),
+                (libc::PR_GET_DUMPABLE as u64, "option == PR_GET_DUMPABLE"),
+                (libc::PR_GET_KEEPCAPS as u64, "option == PR_GET_KEEPCAPS"),
             ],
         ),
+        // Read-only: lets a probe see its (empty) capability sets.
+        any("capget", libc::SYS_capget),
         // Threads only: a new process (fork) or new namespaces are refused.
         when(
             "clone",
