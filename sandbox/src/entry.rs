@@ -604,6 +604,13 @@ fn clone_trees(mounts: &[MountEntry]) -> Result<Vec<OwnedFd>, SandboxError> {
         .collect()
 }
 
+/// Top-level host directories shown in the sandbox root as empty, mode-000
+/// directories (unless a declared path lives beneath one of them).
+const DECOY_DIRS: [&str; 16] = [
+    "bin", "boot", "dev", "etc", "home", "lib64", "media", "mnt", "opt", "proc", "root", "run",
+    "srv", "sys", "tmp", "var",
+];
+
 /// Inside the new mount namespace: a tmpfs root holding only the declared
 /// paths, pivoted to, with the old root detached and the tmpfs read-only.
 fn build_root(mounts: &[MountEntry], trees: Option<Vec<OwnedFd>>) -> Result<(), SandboxError> {
@@ -645,6 +652,17 @@ fn build_root(mounts: &[MountEntry], trees: Option<Vec<OwnedFd>>) -> Result<(), 
         sys::move_mount_to(tree.as_raw_fd(), &point).map_err(path_err("move_mount", &m.target))?;
     }
     drop(trees);
+    // Well-known host directories that the declared paths did not bring in
+    // exist as empty mode-000 directories: reaching for /etc, /proc, /tmp …
+    // then fails with EACCES, an unambiguous denial, instead of ENOENT.
+    for name in DECOY_DIRS {
+        let d = root.join(name);
+        if std::fs::symlink_metadata(&d).is_err() {
+            std::fs::create_dir(&d).map_err(path_err("create decoy", &d))?;
+            std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+                .map_err(path_err("chmod decoy", &d))?;
+        }
+    }
     std::env::set_current_dir(root).map_err(path_err("chdir", root))?;
     sys::pivot_root_dot().map_err(step_err(STEP, "pivot_root"))?;
     sys::umount2(Path::new("."), libc::MNT_DETACH).map_err(step_err(STEP, "umount2(old root)"))?;

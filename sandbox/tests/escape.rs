@@ -417,15 +417,16 @@ fn inside_checks(c: &mut Checks, case: &str, status_fd: RawFd, dir: &Path) {
                     i64::from(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0)),
                     libc::EPERM,
                 );
+                // /etc and /proc are empty mode-000 decoys in the sandbox root.
                 c.denied(
-                    "executor: open /etc/passwd absent",
+                    "executor: open /etc/passwd denied",
                     i64::from(libc::open(c"/etc/passwd".as_ptr(), libc::O_RDONLY)),
-                    libc::ENOENT,
+                    libc::EACCES,
                 );
                 c.denied(
-                    "executor: /proc absent",
+                    "executor: /proc denied",
                     i64::from(libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY)),
-                    libc::ENOENT,
+                    libc::EACCES,
                 );
                 let outside =
                     libc::open(c"/escape".as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
