@@ -68,34 +68,12 @@ fn canary_appears_only_in_the_spool() {
     let flow = spool.join("canary-flow.toml");
     std::fs::write(
         &flow,
-        format!(
-            r#"name = "canary"
-[[nodes]]
-id = "topic"
-kind = "input"
-[[nodes]]
-id = "prompt"
-kind = "template"
-text = "Repeat {canary_prompt} and then write a long story about {{topic}}."
-[[nodes]]
-id = "answer"
-kind = "ai"
-model = "smollm2-135m-instruct"
-max_tokens = 600
-[[nodes]]
-id = "out"
-kind = "output"
-[[edges]]
-from = "topic"
-to = "prompt"
-input = "topic"
-[[edges]]
-from = "prompt"
-to = "answer"
-[[edges]]
-from = "answer"
-to = "out"
-"#
+        support::ai_flow_toml(
+            "canary",
+            None,
+            &format!("Repeat {canary_prompt} and then write a long story about {{topic}}."),
+            600,
+            "",
         ),
     )
     .unwrap();

@@ -37,37 +37,12 @@ fn write_flow(env: &Env, name: &str, prompt: &str, max_tokens: u32) -> PathBuf {
     let p = env.root.join(format!("{name}.toml"));
     std::fs::write(
         &p,
-        format!(
-            r#"name = "{name}"
-[[nodes]]
-id = "topic"
-kind = "input"
-default = "rain"
-[[nodes]]
-id = "prompt"
-kind = "template"
-text = "{prompt} {{topic}}"
-[[nodes]]
-id = "answer"
-kind = "ai"
-model = "smollm2-135m-instruct"
-max_tokens = {max_tokens}
-temperature = 0.8
-seed = 3
-[[nodes]]
-id = "out"
-kind = "output"
-[[edges]]
-from = "topic"
-to = "prompt"
-input = "topic"
-[[edges]]
-from = "prompt"
-to = "answer"
-[[edges]]
-from = "answer"
-to = "out"
-"#
+        support::ai_flow_toml(
+            name,
+            Some("rain"),
+            &format!("{prompt} {{topic}}"),
+            max_tokens,
+            "temperature = 0.8\nseed = 3",
         ),
     )
     .unwrap();

@@ -240,3 +240,48 @@ pub fn llama_artifacts() -> (PathBuf, PathBuf) {
     };
     (field("llama-server "), field("model "))
 }
+
+/// A flow file (TOML): input `topic` → template `text` (which may use
+/// `{topic}`) → ai node `answer` (SmolLM2, `max_tokens`, plus `ai_extra`
+/// TOML lines) → output `out`.
+pub fn ai_flow_toml(
+    name: &str,
+    default: Option<&str>,
+    text: &str,
+    max_tokens: u32,
+    ai_extra: &str,
+) -> String {
+    let default = default
+        .map(|d| format!("default = \"{d}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"name = "{name}"
+[[nodes]]
+id = "topic"
+kind = "input"
+{default}[[nodes]]
+id = "prompt"
+kind = "template"
+text = "{text}"
+[[nodes]]
+id = "answer"
+kind = "ai"
+model = "smollm2-135m-instruct"
+max_tokens = {max_tokens}
+{ai_extra}
+[[nodes]]
+id = "out"
+kind = "output"
+[[edges]]
+from = "topic"
+to = "prompt"
+input = "topic"
+[[edges]]
+from = "prompt"
+to = "answer"
+[[edges]]
+from = "answer"
+to = "out"
+"#
+    )
+}
