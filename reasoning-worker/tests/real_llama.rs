@@ -408,9 +408,13 @@ async fn killed_server_gives_server_closed_quickly() {
         err.service_error(),
         proto::msg::ServiceError::ModelServerFailed
     );
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // "Never a hang": a generous bound, not a speed target.
+    assert!(took < Duration::from_secs(3), "{took:?}");
 
-    // Nobody listens any more: the broker's reconnect fails at once too.
+    // Nobody listens any more once the process is gone (reaped: the kernel
+    // closes a dying process's descriptors one by one, so the listener can
+    // outlive the connection by a moment): the broker's reconnect fails too.
+    let _ = server.child.wait();
     assert!(UnixStream::connect(&server.socket).await.is_err());
 }
 
