@@ -12,7 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
-use support::{bin, wait_dead, Env};
+use support::{bin, llama_pid, wait_dead, Env};
 
 fn walk(dir: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -88,7 +88,7 @@ fn canary_appears_only_in_the_spool() {
             .unwrap();
         if let Some((pid_of, sig)) = victim {
             let t0 = Instant::now();
-            while llama(&env).is_none() && t0.elapsed() < Duration::from_secs(60) {
+            while llama_pid(&env).is_none() && t0.elapsed() < Duration::from_secs(60) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(Duration::from_millis(1500));
@@ -120,7 +120,7 @@ fn canary_appears_only_in_the_spool() {
         "no SIGSEGV crash audited"
     );
     env.wait_running(Duration::from_secs(20));
-    let llama_victim = |e: &Env| llama(e).unwrap();
+    let llama_victim = |e: &Env| llama_pid(e).unwrap();
     let killed = run(Some((&llama_victim, libc::SIGKILL)));
     assert_eq!(killed["ok"], false, "{killed}");
     // Let the components finish writing whatever they would write.
@@ -175,15 +175,4 @@ fn canary_appears_only_in_the_spool() {
     // The test can fail: the canary did reach the spool (the flow file and,
     // normally, the model's echo in out.txt).
     assert!(in_spool >= 1, "the canary never reached the spool");
-}
-
-fn llama(env: &Env) -> Option<i32> {
-    let s = env.flow_json(&["status", "--json"]);
-    s["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["component"] == "LlamaServer" && c["state"] == "Running")
-        .and_then(|c| c["pid"].as_i64())
-        .map(|p| p as i32)
 }

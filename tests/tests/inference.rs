@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{bin, llama_artifacts, wait_dead, Env};
+use support::{bin, llama_artifacts, llama_pid, wait_dead, Env};
 
 /// A broker with llama-server installed (and the model imported if asked).
 fn ready_env(tag: &str, import: bool) -> (Env, support::Broker, PathBuf) {
@@ -68,17 +68,6 @@ fn node<'a>(run: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .iter()
         .find(|n| n["node"] == id)
         .unwrap()
-}
-
-fn llama_pid(env: &Env) -> Option<i32> {
-    let s = env.flow_json(&["status", "--json"]);
-    s["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["component"] == "LlamaServer" && c["state"] == "Running")
-        .and_then(|c| c["pid"].as_i64())
-        .map(|p| p as i32)
 }
 
 #[test]

@@ -285,3 +285,15 @@ to = "out"
 "#
     )
 }
+
+/// The running llama-server's pid, from `flow status --json`.
+pub fn llama_pid(env: &Env) -> Option<i32> {
+    let s = env.flow_json(&["status", "--json"]);
+    s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "LlamaServer" && c["state"] == "Running")
+        .and_then(|c| c["pid"].as_i64())
+        .map(|p| p as i32)
+}
