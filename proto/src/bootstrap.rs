@@ -8,8 +8,9 @@
 //! descriptor or start any thread, so that the broker sees exactly the
 //! declared fd table and one thread.
 
+use crate::channel::{check_handshake, HANDSHAKE_MAX_FRAME};
 use crate::error::ProtoError;
-use crate::fdpass::{recv_msg_with_fds, send_msg_with_fds};
+use crate::fdpass::{recv_msg_with_fds, recv_with_fds, send_msg_with_fds};
 use crate::msg::{BrokerMsg, CapGrant, ChildMsg, Component, Handshake, SelfReport, ServiceKind};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -19,27 +20,32 @@ pub const BOOTSTRAP_FD: RawFd = 3;
 /// Frame limit on the bootstrap channel; its messages are small.
 pub const BOOTSTRAP_MAX_FRAME: usize = 64 * 1024;
 
-/// Check a received handshake against what this side expects.
-pub fn check_handshake(got: &Handshake, service: ServiceKind) -> Result<(), ProtoError> {
-    if got.magic != crate::msg::MAGIC {
-        return Err(ProtoError::BadMagic {
-            got: got.magic,
-            expected: crate::msg::MAGIC,
-        });
+/// Receive the peer's handshake on a blocking bootstrap socket and check it
+/// with the same rules as every other channel ([`crate::channel::check_handshake`]:
+/// magic and version before the rest, so a newer peer gets `VersionMismatch`).
+fn recv_handshake(fd: BorrowedFd<'_>) -> Result<(), ProtoError> {
+    let (payload, fds) = recv_with_fds(fd, HANDSHAKE_MAX_FRAME)?;
+    drop(fds);
+    check_handshake(&payload, ServiceKind::Bootstrap).map(|_| ())
+}
+
+/// The async form of [`recv_handshake`], for the broker's side.
+pub async fn recv_handshake_async(
+    fd: &tokio::io::unix::AsyncFd<OwnedFd>,
+) -> Result<(), ProtoError> {
+    loop {
+        let mut guard = fd.readable().await.map_err(|e| ProtoError::Io {
+            op: "waiting for the bootstrap channel",
+            source: e,
+        })?;
+        match recv_handshake(fd.get_ref().as_fd()) {
+            Err(e) if e.is_would_block() => {
+                guard.clear_ready();
+                continue;
+            }
+            other => return other,
+        }
     }
-    if got.version != crate::PROTOCOL_VERSION {
-        return Err(ProtoError::VersionMismatch {
-            ours: crate::PROTOCOL_VERSION,
-            theirs: got.version,
-        });
-    }
-    if got.service != service {
-        return Err(ProtoError::WrongService {
-            expected: service,
-            got: got.service,
-        });
-    }
-    Ok(())
 }
 
 /// The child's end of the bootstrap channel.
@@ -72,8 +78,7 @@ impl ChildBootstrap {
 
     /// Block until the broker attested this process and sent the first grant.
     pub fn wait_grant(&self) -> Result<(Vec<CapGrant>, Vec<OwnedFd>), ProtoError> {
-        let (hs, _): (Handshake, _) = recv_msg_with_fds(self.fd.as_fd(), BOOTSTRAP_MAX_FRAME)?;
-        check_handshake(&hs, ServiceKind::Bootstrap)?;
+        recv_handshake(self.fd.as_fd())?;
         match recv_msg_with_fds::<BrokerMsg>(self.fd.as_fd(), BOOTSTRAP_MAX_FRAME)? {
             (BrokerMsg::Grant(grants), fds) => Ok((grants, fds)),
             (BrokerMsg::Shutdown, _) => Err(ProtoError::Closed),

@@ -1,7 +1,7 @@
 //! Spawn, attest, grant, watch, restart: one task per component.
 
 use super::{binary_of, profile_of, Shared};
-use proto::bootstrap::{check_handshake, recv_async, send_async, BOOTSTRAP_MAX_FRAME};
+use proto::bootstrap::{recv_async, recv_handshake_async, send_async, BOOTSTRAP_MAX_FRAME};
 use proto::msg::{
     AttestedState, BrokerMsg, CapGrant, CapKind, CapRole, ChildMsg, Component, ComponentState,
     Handshake, Right, ServiceKind,
@@ -185,9 +185,7 @@ pub async fn spawn_attested(
     };
     // Handshake and hello, bounded in time.
     let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
-        let (hs, fds): (Handshake, Vec<OwnedFd>) = recv_async(&boot, BOOTSTRAP_MAX_FRAME).await?;
-        drop(fds);
-        check_handshake(&hs, ServiceKind::Bootstrap)?;
+        recv_handshake_async(&boot).await?;
         let (msg, fds): (ChildMsg, Vec<OwnedFd>) = recv_async(&boot, BOOTSTRAP_MAX_FRAME).await?;
         drop(fds);
         Ok::<ChildMsg, proto::ProtoError>(msg)
