@@ -10,7 +10,7 @@
 //! on purpose instead of depending on them: the log's schema changes only when this
 //! crate changes, and the broker maps its types to these in one place.
 
-use crate::id::{ModelId, NodeId, RunId, Version};
+use crate::id::{ConnectionName, Host, ModelId, NodeId, RunId, SettingKey, UrlPath, Version};
 use serde::{Deserialize, Serialize};
 
 /// A sandboxed component the broker spawns.
@@ -71,6 +71,8 @@ pub enum CapKind {
     Reasoning,
     /// Reasoning worker -> llama-server: one connection opened by the broker.
     ModelServer,
+    /// Executor or broker -> egress gateway: HTTP on granted connections.
+    Egress,
 }
 
 /// One right on a capability.
@@ -79,6 +81,88 @@ pub enum CapKind {
 pub enum Right {
     Ping,
     Infer,
+    Http,
+}
+
+/// Where an attempt to change a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettingSource {
+    /// The per-user settings file.
+    SettingsFile,
+    /// A command-line flag (`flow up --set`).
+    Cli,
+    /// A flow file's `[settings]` table.
+    FlowFile,
+    /// A request on the control socket (`flow settings set`).
+    ControlSocket,
+}
+
+/// The credential store in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyStore {
+    SecretService,
+    Keyutils,
+}
+
+/// An HTTP method of an egress request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+/// Why the gateway refused or failed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressDenial {
+    ConnectionNotGranted,
+    MethodNotAllowed,
+    PathNotAllowed,
+    HeaderNotAllowed,
+    RequestTooLarge,
+    ResponseTooLarge,
+    RateLimited,
+    ResolveFailed,
+    AddressDenied,
+    RedirectDenied,
+    ConnectFailed,
+    TlsFailed,
+    BadUpstreamResponse,
+    TimedOut,
+    BadRequest,
+}
+
+/// The gateway's decision on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressOutcome {
+    Allowed,
+    Denied(EgressDenial),
+}
+
+/// Why a Model Hub download failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullFailure {
+    /// The hub is disabled (setting or policy) or the gateway is not running.
+    HubDisabled,
+    /// The model or version is in no trusted catalog.
+    NotInCatalog,
+    /// The hub catalog's signature did not verify against the pinned key.
+    BadSignature,
+    /// The transfer failed (the partial file is kept for a resume).
+    Transfer,
+    /// The downloaded bytes did not hash to the catalog's digest; deleted.
+    DigestMismatch,
+    /// Writing to the store failed.
+    Store,
 }
 
 /// The outside check of a child that failed (the first one that did).
@@ -297,6 +381,62 @@ pub enum Event {
     RunFinished { run: RunId, ok: bool },
     /// A run's records (spool) were removed.
     RunRemoved { run: RunId },
+    /// The effective egress switches at broker start (after policy, settings
+    /// and flags); `gateway` is whether the egress gateway is started.
+    EgressPolicy {
+        cloud: bool,
+        services: bool,
+        hub: bool,
+        gateway: bool,
+    },
+    /// An attempt to change `key`, which the enterprise policy locks, was
+    /// refused.
+    SettingRefused {
+        key: SettingKey,
+        source: SettingSource,
+    },
+    /// A credential was stored for a connection (name only, never the secret).
+    ConnectionAdded {
+        name: ConnectionName,
+        store: KeyStore,
+    },
+    /// A connection's credential was removed.
+    ConnectionRemoved {
+        name: ConnectionName,
+        store: KeyStore,
+    },
+    /// One request through the egress gateway: metadata only, never a body,
+    /// a header's value or the query string.
+    EgressDecision {
+        cap_id: u64,
+        connection: ConnectionName,
+        host: Host,
+        port: u16,
+        method: HttpMethod,
+        path: UrlPath,
+        status: Option<u16>,
+        bytes_out: u64,
+        bytes_in: u64,
+        duration_ms: u64,
+        outcome: EgressOutcome,
+        /// The request body could derive from AI output or spool content.
+        body_from_ai: bool,
+    },
+    /// A model was downloaded from the Model Hub, verified and stored;
+    /// `resumed_from` is the byte offset a resumed download started at.
+    ModelPulled {
+        id: ModelId,
+        version: Version,
+        digest: Digest,
+        bytes: u64,
+        resumed_from: u64,
+    },
+    /// A Model Hub download failed.
+    ModelPullFailed {
+        id: ModelId,
+        version: Option<Version>,
+        reason: PullFailure,
+    },
 }
 
 impl Event {
@@ -326,6 +466,13 @@ impl Event {
             Event::RunStarted { .. } => "run-started",
             Event::RunFinished { .. } => "run-finished",
             Event::RunRemoved { .. } => "run-removed",
+            Event::EgressPolicy { .. } => "egress-policy",
+            Event::SettingRefused { .. } => "setting-refused",
+            Event::ConnectionAdded { .. } => "connection-added",
+            Event::ConnectionRemoved { .. } => "connection-removed",
+            Event::EgressDecision { .. } => "egress-decision",
+            Event::ModelPulled { .. } => "model-pulled",
+            Event::ModelPullFailed { .. } => "model-pull-failed",
         }
     }
 
@@ -363,7 +510,14 @@ impl Event {
             | Event::AiNode { .. }
             | Event::RunStarted { .. }
             | Event::RunFinished { .. }
-            | Event::RunRemoved { .. } => None,
+            | Event::RunRemoved { .. }
+            | Event::EgressPolicy { .. }
+            | Event::SettingRefused { .. }
+            | Event::ConnectionAdded { .. }
+            | Event::ConnectionRemoved { .. }
+            | Event::ModelPulled { .. }
+            | Event::ModelPullFailed { .. } => None,
+            Event::EgressDecision { .. } => Some(Component::EgressGateway),
         }
     }
 
@@ -392,7 +546,14 @@ impl Event {
             | Event::BinaryDigestMismatch { .. }
             | Event::RunStarted { .. }
             | Event::RunFinished { .. }
-            | Event::RunRemoved { .. } => None,
+            | Event::RunRemoved { .. }
+            | Event::EgressPolicy { .. }
+            | Event::SettingRefused { .. }
+            | Event::ConnectionAdded { .. }
+            | Event::ConnectionRemoved { .. }
+            | Event::EgressDecision { .. }
+            | Event::ModelPulled { .. }
+            | Event::ModelPullFailed { .. } => None,
         }
     }
 
@@ -407,7 +568,8 @@ impl Event {
             }
             | Event::LlamaServerStarted {
                 model: id, version, ..
-            } => Some((id, version)),
+            }
+            | Event::ModelPulled { id, version, .. } => Some((id, version)),
             _ => None,
         }
     }
@@ -426,9 +588,9 @@ impl Event {
     /// The capability the event is about, if it names one.
     pub fn cap_id(&self) -> Option<u64> {
         match self {
-            Event::CapabilityGranted { cap_id, .. } | Event::CapabilityRevoked { cap_id } => {
-                Some(*cap_id)
-            }
+            Event::CapabilityGranted { cap_id, .. }
+            | Event::CapabilityRevoked { cap_id }
+            | Event::EgressDecision { cap_id, .. } => Some(*cap_id),
             _ => None,
         }
     }

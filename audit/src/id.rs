@@ -11,6 +11,10 @@
 //! | [`Version`] | `MAJOR.MINOR.PATCH[-PRE]`, semver, at most 64 bytes          |
 //! | [`NodeId`]  | `[a-z0-9_-]{1,64}`                                          |
 //! | [`RunId`]   | exactly 16 lowercase hex digits                             |
+//! | [`ConnectionName`] | as [`ModelId`]                                       |
+//! | [`Host`]    | `[a-z0-9.:-]{1,253}`                                        |
+//! | [`UrlPath`] | `/` then RFC 3986 path characters, at most 256 bytes        |
+//! | [`SettingKey`] | `[a-z0-9_.]{1,64}`                                       |
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -145,6 +149,141 @@ impl NodeId {
 }
 
 string_serde!(NodeId, "a node id: 1 to 64 of a-z 0-9 _ -");
+
+/// Checks a string against a byte predicate and a length range.
+fn charset_ok(s: &str, min: usize, max: usize, ok: impl Fn(u8) -> bool) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(ok)
+}
+
+/// A connection's name (a service catalog id, or `hub`): the model id rule,
+/// `[a-z0-9][a-z0-9._-]{0,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionName(String);
+
+impl ConnectionName {
+    const RULE: &'static str =
+        "a connection name is 1 to 64 of a-z 0-9 . _ - and starts with a letter or digit";
+
+    pub fn parse(s: &str) -> Result<ConnectionName, IdError> {
+        let first_ok = s
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if first_ok
+            && charset_ok(
+                s,
+                1,
+                MAX_ID_LEN,
+                |c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'),
+            )
+        {
+            Ok(ConnectionName(s.to_owned()))
+        } else {
+            Err(IdError::new("connection name", s, Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_serde!(
+    ConnectionName,
+    "a connection name: 1 to 64 of a-z 0-9 . _ -, starting with a letter or digit"
+);
+
+/// A host an egress request went to: a lower-case DNS name or an IP literal,
+/// `[a-z0-9.:-]{1,253}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Host(String);
+
+impl Host {
+    const RULE: &'static str = "a host is 1 to 253 of a-z 0-9 . : -";
+
+    pub fn parse(s: &str) -> Result<Host, IdError> {
+        if charset_ok(
+            s,
+            1,
+            253,
+            |c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b':' | b'-'),
+        ) {
+            Ok(Host(s.to_owned()))
+        } else {
+            Err(IdError::new("host", s, Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_serde!(Host, "a host: 1 to 253 of a-z 0-9 . : -");
+
+/// The path of an egress request, without its query: starts with `/`, at
+/// most 256 bytes of RFC 3986 path characters (`A-Z a-z 0-9 / . _ ~ % - ! $ &
+/// ' ( ) * + , ; = : @`). A path that breaks the rule is recorded as
+/// [`UrlPath::REDACTED`] by the broker, never written as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UrlPath(String);
+
+impl UrlPath {
+    const RULE: &'static str =
+        "a path starts with / and has at most 256 RFC 3986 path characters, no query";
+    /// What is recorded for a path that cannot be recorded as it is.
+    pub const REDACTED: &'static str = "/_redacted_";
+
+    pub fn parse(s: &str) -> Result<UrlPath, IdError> {
+        if s.starts_with('/')
+            && charset_ok(s, 1, 256, |c| {
+                c.is_ascii_alphanumeric() || b"/._~%-!$&'()*+,;=:@".contains(&c)
+            })
+        {
+            Ok(UrlPath(s.to_owned()))
+        } else {
+            Err(IdError::new("path", s, Self::RULE))
+        }
+    }
+
+    /// `s` if it follows the rule, else [`UrlPath::REDACTED`].
+    pub fn or_redacted(s: &str) -> UrlPath {
+        UrlPath::parse(s).unwrap_or_else(|_| UrlPath(Self::REDACTED.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_serde!(UrlPath, "a path: / and RFC 3986 path characters, no query");
+
+/// A settings or policy key: `[a-z0-9_.]{1,64}` (`services.enabled`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SettingKey(String);
+
+impl SettingKey {
+    const RULE: &'static str = "a setting key is 1 to 64 of a-z 0-9 _ .";
+
+    pub fn parse(s: &str) -> Result<SettingKey, IdError> {
+        if charset_ok(
+            s,
+            1,
+            MAX_ID_LEN,
+            |c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.'),
+        ) {
+            Ok(SettingKey(s.to_owned()))
+        } else {
+            Err(IdError::new("setting key", s, Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_serde!(SettingKey, "a setting key: 1 to 64 of a-z 0-9 _ .");
 
 /// One run of a flow: 64 random bits, written as exactly 16 lowercase hex
 /// digits (leading zeros kept), so a run id has one spelling.

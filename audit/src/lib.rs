@@ -74,10 +74,13 @@ mod writer;
 
 pub use error::AuditError;
 pub use event::{
-    AiFailure, AiOutcome, AttestCheck, CapKind, Component, Digest, Event, Layer, Peer,
-    ProtoErrorKind, RefusalReason, Right, SkipReason, Waiver,
+    AiFailure, AiOutcome, AttestCheck, CapKind, Component, Digest, EgressDenial, EgressOutcome,
+    Event, HttpMethod, KeyStore, Layer, Peer, ProtoErrorKind, PullFailure, RefusalReason, Right,
+    SettingSource, SkipReason, Waiver,
 };
-pub use id::{IdError, ModelId, NodeId, RunId, Version, MAX_ID_LEN};
+pub use id::{
+    ConnectionName, Host, IdError, ModelId, NodeId, RunId, SettingKey, UrlPath, Version, MAX_ID_LEN,
+};
 pub use record::{chain_hash, ChainHead, LineError, Record, Summary, Timestamp, MAX_LINE};
 pub use verify::{head_path, read_records, verify, Failure, FailureKind, HeadCheck, VerifyReport};
 pub use writer::{HeadProtection, Writer};

@@ -9,8 +9,10 @@ mod common;
 
 use audit::{
     chain_hash, head_path, read_records, verify, AiFailure, AiOutcome, AttestCheck, CapKind,
-    Component, Digest, Event, FailureKind, Layer, LineError, ModelId, NodeId, Peer, ProtoErrorKind,
-    Record, RefusalReason, Right, RunId, SkipReason, Timestamp, Version, Waiver,
+    Component, ConnectionName, Digest, EgressDenial, EgressOutcome, Event, FailureKind, Host,
+    HttpMethod, KeyStore, Layer, LineError, ModelId, NodeId, Peer, ProtoErrorKind, PullFailure,
+    Record, RefusalReason, Right, RunId, SettingKey, SettingSource, SkipReason, Timestamp, UrlPath,
+    Version, Waiver,
 };
 use common::TempDir;
 
@@ -205,11 +207,110 @@ fn every_event() -> Vec<Event> {
         Event::RunFinished { run, ok: false },
         Event::RunRemoved { run },
         Event::ModelRemoved {
-            id,
-            version,
+            id: id.clone(),
+            version: version.clone(),
             digest,
         },
+        Event::CapabilityGranted {
+            cap_id: 9,
+            kind: CapKind::Egress,
+            client: Component::Executor,
+            server: Component::EgressGateway,
+            rights: vec![Right::Http],
+        },
+        Event::EgressPolicy {
+            cloud: false,
+            services: true,
+            hub: false,
+            gateway: true,
+        },
     ]);
+    for source in [
+        SettingSource::SettingsFile,
+        SettingSource::Cli,
+        SettingSource::FlowFile,
+        SettingSource::ControlSocket,
+    ] {
+        events.push(Event::SettingRefused {
+            key: SettingKey::parse("services.enabled").unwrap(),
+            source,
+        });
+    }
+    let name = ConnectionName::parse("tickets").unwrap();
+    for store in [KeyStore::SecretService, KeyStore::Keyutils] {
+        events.push(Event::ConnectionAdded {
+            name: name.clone(),
+            store,
+        });
+        events.push(Event::ConnectionRemoved {
+            name: name.clone(),
+            store,
+        });
+    }
+    let methods = [
+        HttpMethod::Get,
+        HttpMethod::Head,
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Patch,
+        HttpMethod::Delete,
+    ];
+    let denials = [
+        EgressDenial::ConnectionNotGranted,
+        EgressDenial::MethodNotAllowed,
+        EgressDenial::PathNotAllowed,
+        EgressDenial::HeaderNotAllowed,
+        EgressDenial::RequestTooLarge,
+        EgressDenial::ResponseTooLarge,
+        EgressDenial::RateLimited,
+        EgressDenial::ResolveFailed,
+        EgressDenial::AddressDenied,
+        EgressDenial::RedirectDenied,
+        EgressDenial::ConnectFailed,
+        EgressDenial::TlsFailed,
+        EgressDenial::BadUpstreamResponse,
+        EgressDenial::TimedOut,
+        EgressDenial::BadRequest,
+    ];
+    let outcomes = std::iter::once(EgressOutcome::Allowed)
+        .chain(denials.into_iter().map(EgressOutcome::Denied));
+    for (i, outcome) in outcomes.enumerate() {
+        events.push(Event::EgressDecision {
+            cap_id: 9,
+            connection: name.clone(),
+            host: Host::parse("api.example.com").unwrap(),
+            port: 443,
+            method: methods[i % methods.len()],
+            path: UrlPath::parse("/v1/items/42").unwrap(),
+            status: (i == 0).then_some(200),
+            bytes_out: 12,
+            bytes_in: 345,
+            duration_ms: 6,
+            outcome,
+            body_from_ai: i % 2 == 1,
+        });
+    }
+    events.push(Event::ModelPulled {
+        id: id.clone(),
+        version: version.clone(),
+        digest,
+        bytes: 1024,
+        resumed_from: 512,
+    });
+    for reason in [
+        PullFailure::HubDisabled,
+        PullFailure::NotInCatalog,
+        PullFailure::BadSignature,
+        PullFailure::Transfer,
+        PullFailure::DigestMismatch,
+        PullFailure::Store,
+    ] {
+        events.push(Event::ModelPullFailed {
+            id: id.clone(),
+            version: Some(version.clone()),
+            reason,
+        });
+    }
     for e in &events {
         covered(e);
     }
@@ -240,7 +341,14 @@ fn covered(e: &Event) {
         | Event::BinaryDigestMismatch { .. }
         | Event::RunStarted { .. }
         | Event::RunFinished { .. }
-        | Event::RunRemoved { .. } => {}
+        | Event::RunRemoved { .. }
+        | Event::EgressPolicy { .. }
+        | Event::SettingRefused { .. }
+        | Event::ConnectionAdded { .. }
+        | Event::ConnectionRemoved { .. }
+        | Event::EgressDecision { .. }
+        | Event::ModelPulled { .. }
+        | Event::ModelPullFailed { .. } => {}
     }
 }
 

@@ -42,6 +42,9 @@ fn fail_text(e: proto::flow::NodeError) -> &'static str {
         E::Cancelled => "cancelled",
         E::Busy => "all model slots are busy; try again",
         E::Spool => "the result could not be written to the spool",
+        E::Egress(_) => "the egress gateway refused or failed the request (see 'flow audit' for the decision record)",
+        E::HttpStatus(_) => "the service answered with an HTTP error status",
+        E::GatewayUnavailable => "the egress gateway is not running; check 'flow policy show' and 'flow status'",
     }
 }
 

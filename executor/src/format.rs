@@ -321,6 +321,7 @@ pub fn kind_name(kind: &FlowNodeKind) -> &'static str {
         FlowNodeKind::Template { .. } => "template",
         FlowNodeKind::Ai { .. } => "ai",
         FlowNodeKind::Output { .. } => "output",
+        FlowNodeKind::Service { .. } => "service",
     }
 }
 
@@ -644,6 +645,8 @@ fn check_kind(id: &str, kind: &FlowNodeKind) -> Result<(), (&'static str, Box<Pr
     };
     match kind {
         FlowNodeKind::Input { .. } | FlowNodeKind::Output { .. } => Ok(()),
+        // PLACEHOLDER(service nodes): validated in full by the service-node change.
+        FlowNodeKind::Service { .. } => Ok(()),
         FlowNodeKind::Template { text } => match Template::parse(text) {
             Ok(_) => Ok(()),
             Err(error) => fail(

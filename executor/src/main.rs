@@ -209,6 +209,7 @@ async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
                 flow,
                 inputs,
                 plan,
+                egress: _,
             } => {
                 let env = ExecEnv {
                     run: run.clone(),
@@ -221,6 +222,8 @@ async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
                 tokio::task::spawn_local(run_one(env, run, flow, inputs, plan));
             }
             BrokerMsg::Shutdown => return 0,
+            // Gateway-only messages: not for the executor.
+            BrokerMsg::GatewayConfig(_) | BrokerMsg::GrantEgress(_) => {}
         }
     }
 }

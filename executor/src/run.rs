@@ -264,6 +264,8 @@ fn start<'a, E: NodeEnv>(
             .and_then(|t| t.render(|name| bound.get(name).copied()))
             .ok(),
         FlowNodeKind::Output { .. } => bound.get("value").map(|v| (*v).to_owned()),
+        // PLACEHOLDER(service nodes): executed by the service-node change.
+        FlowNodeKind::Service { .. } => return not_done(SkipReason::UpstreamNotDone),
         FlowNodeKind::Ai { .. } => {
             let planned = plan.iter().find(|(id, _)| *id == node.id).map(|(_, p)| p);
             if let Some(NodePlan::Skip(reason)) = planned {

@@ -43,6 +43,17 @@ pub enum FlowNodeKind {
     },
     /// Writes input `value` to the spool and/or stdout.
     Output { spool: bool, stdout: bool },
+    /// One HTTP request to a catalog service through the egress gateway.
+    /// Input `body` (optional) is the request body; placeholders `{name}`
+    /// in `path` are bound by edges like a template's. The response body is
+    /// the node's output.
+    Service {
+        /// Catalog id of the service (= the connection's name).
+        service: String,
+        method: crate::egress::Method,
+        path: String,
+        content_type: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +103,12 @@ pub enum NodeError {
     Busy,
     /// The spool could not be written.
     Spool,
+    /// A service node's request was refused or failed at the gateway.
+    Egress(crate::egress::EgressError),
+    /// A service node's upstream answered with this HTTP error status.
+    HttpStatus(u16),
+    /// The egress capability for a service node was missing or closed.
+    GatewayUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

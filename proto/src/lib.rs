@@ -9,6 +9,7 @@
 //! - [`channel`]: typed request/response/stream channels with the version handshake
 //!   as the first frame.
 //! - [`fdpass`]: capability handles (socket ends) carried with `SCM_RIGHTS`.
+//! - [`egress`]: the egress gateway's grants, requests and decision records.
 //! - [`fuzzing`]: the decode entry point shared by the fuzz target and the
 //!   corpus replay test.
 //!
@@ -18,6 +19,7 @@
 pub mod bootstrap;
 pub mod channel;
 pub mod codec;
+pub mod egress;
 pub mod error;
 pub mod fdpass;
 pub mod flow;

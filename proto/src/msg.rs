@@ -18,6 +18,8 @@ pub enum ServiceKind {
     Reasoning,
     /// `flow` CLI -> broker control socket.
     Control,
+    /// Holder of an `Egress` capability (executor, broker) -> egress gateway.
+    Egress,
 }
 
 /// The first frame on every channel, sent by both sides.
@@ -70,6 +72,10 @@ pub enum CapKind {
     /// Reasoning worker -> llama-server: one connection the broker opened
     /// to llama-server's socket. The worker never connects by itself.
     ModelServer,
+    /// Executor (one per service node) or broker (Model Hub) -> egress
+    /// gateway: HTTP requests on the connections the gateway was told this
+    /// capability may use ([`crate::egress::EgressRights`]).
+    Egress,
 }
 
 /// Which end of the channel the holder has.
@@ -89,6 +95,9 @@ pub enum Right {
     Ping,
     /// Run inference.
     Infer,
+    /// Send HTTP requests through the egress gateway, on the connections
+    /// named in the gateway's [`crate::egress::EgressRights`] for this cap.
+    Http,
 }
 
 /// A capability as announced to its holder; the fd travels alongside with
@@ -136,6 +145,8 @@ pub enum ChildMsg {
     /// Reasoning worker: a model-server connection was closed or is not
     /// reusable; please grant a fresh one.
     NeedModelConn { closed: CapId },
+    /// Egress gateway: one decision per request, for the audit log.
+    EgressDecision(crate::egress::DecisionRecord),
 }
 
 /// Broker -> child on the bootstrap channel.
@@ -155,7 +166,16 @@ pub enum BrokerMsg {
         flow: crate::flow::Flow,
         inputs: Vec<(String, String)>,
         plan: Vec<(String, crate::flow::NodePlan)>,
+        /// Service nodes: the `Egress` capability (granted just before, with
+        /// [`BrokerMsg::Grant`]) each node's requests go through.
+        egress: Vec<(String, CapId)>,
     },
+    /// Egress gateway only: the gateway-wide configuration with every
+    /// connection and its credential. Replaces the previous one.
+    GatewayConfig(crate::egress::GatewayConfig),
+    /// Egress gateway only: serve these capabilities (server ends travel as
+    /// fds in the same message, in the same order) with these rights.
+    GrantEgress(Vec<crate::egress::EgressRights>),
     /// Exit cleanly.
     Shutdown,
 }
@@ -317,6 +337,29 @@ pub enum ControlRequest {
         id: String,
         version: Option<String>,
     },
+    /// Download a model from the Model Hub through the egress gateway;
+    /// answered by `PullProgress` frames and one `Models` (the stored row)
+    /// or one `Error`.
+    ModelPull {
+        id: String,
+        version: Option<String>,
+    },
+    /// Store a credential in the OS keyring for connection `name`, bound to
+    /// the origin of its catalog entry. The secret never travels in argv.
+    ConnectionAdd {
+        name: String,
+        secret: crate::egress::Secret,
+    },
+    ConnectionList,
+    ConnectionRemove {
+        name: String,
+    },
+    /// Change a setting for the running broker (until it stops). Refused and
+    /// audited when the enterprise policy locks `key`.
+    SetSetting {
+        key: String,
+        value: String,
+    },
 }
 
 /// Broker -> `flow` CLI.
@@ -324,11 +367,43 @@ pub enum ControlRequest {
 pub enum ControlResponse {
     Status(BrokerStatus),
     Caps(Vec<CapRow>),
-    Pinged { count: u32, total_nanos: u64 },
+    Pinged {
+        count: u32,
+        total_nanos: u64,
+    },
     Ok,
     Error(ControlError),
     RunEvent(crate::flow::RunEvent),
     Models(Vec<ModelRow>),
+    /// Progress of a `ModelPull`: bytes stored so far (including a resumed
+    /// part) of `total`.
+    PullProgress {
+        done: u64,
+        total: u64,
+    },
+    Connections(ConnectionList),
+}
+
+/// `flow connections list`: the store in use and one row per connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionList {
+    /// `secret-service` or `keyutils`.
+    pub store: String,
+    /// What the user should know about the store (keyutils entries do not
+    /// survive a reboot).
+    pub store_note: String,
+    pub rows: Vec<ConnectionRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRow {
+    pub name: String,
+    /// `scheme://host:port` the credential is bound to.
+    pub origin: String,
+    /// A credential is present in the keyring.
+    pub present: bool,
+    /// The catalog still has an entry of this name.
+    pub in_catalog: bool,
 }
 
 /// One stored model, as `flow models list` shows it.
@@ -374,6 +449,10 @@ pub struct BrokerStatus {
     pub uptime_secs: u64,
     /// Sandbox layers waived by an override; empty normally.
     pub waivers: Vec<String>,
+    /// Why the egress gateway is not running (`None` when it should be):
+    /// e.g. `cloud.enabled, services.enabled and hub.enabled are false
+    /// (default)`.
+    pub gateway_absent: Option<String>,
     pub components: Vec<ComponentStatus>,
 }
 

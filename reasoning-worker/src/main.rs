@@ -124,7 +124,10 @@ async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
             // The broker already shut the channel; whoever uses it sees EOF.
             // An idle llama-server connection is dropped from the pool now.
             BrokerMsg::Revoke(cap) => w.pool.remove(cap),
-            BrokerMsg::Ping { .. } | BrokerMsg::Run { .. } => {}
+            BrokerMsg::Ping { .. }
+            | BrokerMsg::Run { .. }
+            | BrokerMsg::GatewayConfig(_)
+            | BrokerMsg::GrantEgress(_) => {}
             BrokerMsg::Shutdown => return 0,
         }
     }

@@ -29,6 +29,7 @@ fn right(r: Right) -> audit::Right {
     match r {
         Right::Ping => audit::Right::Ping,
         Right::Infer => audit::Right::Infer,
+        Right::Http => audit::Right::Http,
     }
 }
 
@@ -36,6 +37,7 @@ fn kind(k: CapKind) -> audit::CapKind {
     match k {
         CapKind::Reasoning => audit::CapKind::Reasoning,
         CapKind::ModelServer => audit::CapKind::ModelServer,
+        CapKind::Egress => audit::CapKind::Egress,
     }
 }
 
@@ -189,6 +191,61 @@ impl Auditor {
             rights: rights.iter().copied().map(right).collect(),
         });
     }
+    /// One egress decision record from the gateway. Fields that break the
+    /// log's id rules (a hostile gateway, an odd path) are recorded redacted,
+    /// never as they are.
+    pub fn egress_decision(&self, r: &proto::egress::DecisionRecord) {
+        use proto::egress::{Decision, EgressError as G, Method as M};
+        let method = match r.method {
+            M::Get => audit::HttpMethod::Get,
+            M::Head => audit::HttpMethod::Head,
+            M::Post => audit::HttpMethod::Post,
+            M::Put => audit::HttpMethod::Put,
+            M::Patch => audit::HttpMethod::Patch,
+            M::Delete => audit::HttpMethod::Delete,
+        };
+        let outcome = match r.decision {
+            Decision::Allowed => audit::EgressOutcome::Allowed,
+            Decision::Denied(e) => audit::EgressOutcome::Denied(match e {
+                G::ConnectionNotGranted => audit::EgressDenial::ConnectionNotGranted,
+                G::MethodNotAllowed => audit::EgressDenial::MethodNotAllowed,
+                G::PathNotAllowed => audit::EgressDenial::PathNotAllowed,
+                G::HeaderNotAllowed => audit::EgressDenial::HeaderNotAllowed,
+                G::RequestTooLarge => audit::EgressDenial::RequestTooLarge,
+                G::ResponseTooLarge => audit::EgressDenial::ResponseTooLarge,
+                G::RateLimited => audit::EgressDenial::RateLimited,
+                G::ResolveFailed => audit::EgressDenial::ResolveFailed,
+                G::AddressDenied => audit::EgressDenial::AddressDenied,
+                G::RedirectDenied => audit::EgressDenial::RedirectDenied,
+                G::ConnectFailed => audit::EgressDenial::ConnectFailed,
+                G::TlsFailed => audit::EgressDenial::TlsFailed,
+                G::BadUpstreamResponse => audit::EgressDenial::BadUpstreamResponse,
+                G::TimedOut => audit::EgressDenial::TimedOut,
+                G::BadRequest => audit::EgressDenial::BadRequest,
+            }),
+        };
+        let redacted = || audit::ConnectionName::parse("redacted");
+        let (Ok(connection), Ok(unknown_host)) = (
+            audit::ConnectionName::parse(&r.connection).or_else(|_| redacted()),
+            audit::Host::parse("redacted"),
+        ) else {
+            return;
+        };
+        self.write(Event::EgressDecision {
+            cap_id: r.cap.0,
+            connection,
+            host: audit::Host::parse(&r.host).unwrap_or(unknown_host),
+            port: r.port,
+            method,
+            path: audit::UrlPath::or_redacted(&r.path),
+            status: r.status,
+            bytes_out: r.bytes_out,
+            bytes_in: r.bytes_in,
+            duration_ms: r.duration_ms,
+            outcome,
+            body_from_ai: r.body_from_ai,
+        });
+    }
     pub fn revoked(&self, id: CapId) {
         self.write(Event::CapabilityRevoked { cap_id: id.0 });
     }
@@ -304,6 +361,10 @@ impl Auditor {
                 E::Cancelled => audit::AiFailure::Cancelled,
                 E::Busy => audit::AiFailure::Busy,
                 E::Spool => audit::AiFailure::Spool,
+                // Service-node failures; an AI node never ends with these.
+                E::Egress(_) | E::HttpStatus(_) | E::GatewayUnavailable => {
+                    audit::AiFailure::WorkerUnavailable
+                }
             }),
         };
         self.write(Event::AiNode {

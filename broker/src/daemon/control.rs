@@ -112,6 +112,12 @@ async fn answer(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         ControlRequest::Run { .. } => ControlResponse::Error(ControlError::Refused),
         ControlRequest::RunRemove(run) => super::runs::remove(shared, &run),
         ControlRequest::ModelsList => models_list(shared, None),
+        // PLACEHOLDER(issue 4): filled in by the policy/keyring and hub changes.
+        ControlRequest::ModelPull { .. }
+        | ControlRequest::ConnectionAdd { .. }
+        | ControlRequest::ConnectionList
+        | ControlRequest::ConnectionRemove { .. }
+        | ControlRequest::SetSetting { .. } => ControlResponse::Error(ControlError::Refused),
         ControlRequest::ModelImport { path } => {
             let shared2 = shared.clone();
             let r = tokio::task::spawn_blocking(move || {

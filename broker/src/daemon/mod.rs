@@ -152,6 +152,7 @@ impl Shared {
             }
         }
         proto::msg::BrokerStatus {
+            gateway_absent: None,
             broker_pid: std::process::id(),
             broker_uid: rustix::process::geteuid().as_raw(),
             uptime_secs: self.started.elapsed().as_secs(),

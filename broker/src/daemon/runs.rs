@@ -165,6 +165,7 @@ pub async fn serve(
     shared.state().runs.insert(run.clone(), tx);
     let nodes = flow.nodes.len() as u32;
     let msg = BrokerMsg::Run {
+        egress: Vec::new(),
         run: run.clone(),
         flow: flow.clone(),
         inputs,

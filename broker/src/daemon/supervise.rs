@@ -449,6 +449,9 @@ async fn watch(shared: &Arc<Shared>, c: Component, run: &Running) -> Duration {
                             let _ = tx.send(ev);
                         }
                     }
+                    Ok((ChildMsg::EgressDecision(record), _)) if c == Component::EgressGateway => {
+                        shared.audit.egress_decision(&record);
+                    }
                     Ok((ChildMsg::NeedModelConn { closed }, _)) => {
                         super::llama::replace_conn(shared, closed).await;
                     }
@@ -460,7 +463,7 @@ async fn watch(shared: &Arc<Shared>, c: Component, run: &Running) -> Duration {
                             shared.audit.revoked(cap);
                         }
                     }
-                    Ok((ChildMsg::Hello { .. }, _)) | Err(_) => {
+                    Ok((ChildMsg::Hello { .. } | ChildMsg::EgressDecision(_), _)) | Err(_) => {
                         if let Err(e) = &msg {
                             if !matches!(e, proto::ProtoError::Closed) {
                                 shared.audit.malformed(c, e);
