@@ -318,3 +318,84 @@ pub struct DecisionRecord {
     pub decision: Decision,
     pub body_from_ai: bool,
 }
+
+/// Largest frame on an `Egress` channel: a request with a body at the
+/// largest allowed size, or a response chunk.
+pub const EGRESS_MAX_FRAME: usize = 2 << 20;
+
+/// Size of the body chunks the gateway streams back.
+pub const EGRESS_CHUNK: usize = 64 * 1024;
+
+/// What a holder gets back for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl EgressHead {
+    /// The first header of this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How one request on an `Egress` channel ended, from the holder's side.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressCallError {
+    #[error("the egress gateway refused or failed the request: {0:?}")]
+    Gateway(EgressError),
+    #[error("the egress channel failed: {0}")]
+    Channel(#[from] crate::ProtoError),
+    #[error("the egress gateway answered out of order (request {0})")]
+    OutOfOrder(u64),
+    /// The holder's chunk callback asked to stop.
+    #[error("stopped by the caller")]
+    Stopped,
+}
+
+/// Sends one [`EgressRequest::Http`] on `chan` and streams the answer: `on_head`
+/// once, then `on_chunk` for each body chunk (return `false` to stop). One
+/// request at a time per channel: the next frame must belong to `id`.
+pub async fn call<S>(
+    chan: &mut crate::channel::Channel<S>,
+    req: EgressRequest,
+    mut on_head: impl FnMut(&EgressHead),
+    mut on_chunk: impl FnMut(&[u8]) -> bool,
+) -> Result<EgressHead, EgressCallError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let EgressRequest::Http { id, .. } = &req;
+    let id = *id;
+    chan.send(&req).await?;
+    let mut head: Option<EgressHead> = None;
+    loop {
+        match chan.recv::<EgressResponse>().await? {
+            EgressResponse::Head {
+                id: got,
+                status,
+                headers,
+            } if got == id && head.is_none() => {
+                let h = EgressHead { status, headers };
+                on_head(&h);
+                head = Some(h);
+            }
+            EgressResponse::Body { id: got, chunk } if got == id && head.is_some() => {
+                if !on_chunk(&chunk) {
+                    return Err(EgressCallError::Stopped);
+                }
+            }
+            EgressResponse::End { id: got } if got == id => {
+                return head.ok_or(EgressCallError::OutOfOrder(id));
+            }
+            EgressResponse::Error { id: got, error } if got == id => {
+                return Err(EgressCallError::Gateway(error));
+            }
+            _ => return Err(EgressCallError::OutOfOrder(id)),
+        }
+    }
+}
