@@ -21,14 +21,17 @@ pub enum Component {
     ReasoningWorker,
     EgressGateway,
     LlamaServer,
+    /// The broker itself, as a capability holder (Model Hub downloads).
+    Broker,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [
+    pub const ALL: [Component; 5] = [
         Component::Executor,
         Component::ReasoningWorker,
         Component::EgressGateway,
         Component::LlamaServer,
+        Component::Broker,
     ];
 
     /// The name used in the log (kebab-case).
@@ -38,6 +41,7 @@ impl Component {
             Component::ReasoningWorker => "reasoning-worker",
             Component::EgressGateway => "egress-gateway",
             Component::LlamaServer => "llama-server",
+            Component::Broker => "broker",
         }
     }
 }

@@ -47,11 +47,15 @@ pub enum Component {
     ReasoningWorker,
     EgressGateway,
     LlamaServer,
+    /// The broker itself, as the holder of a capability (the Egress
+    /// capability of a Model Hub download). Never spawned.
+    Broker,
 }
 
 impl Component {
     pub fn as_str(self) -> &'static str {
         match self {
+            Component::Broker => "broker",
             Component::Executor => "executor",
             Component::ReasoningWorker => "reasoning-worker",
             Component::EgressGateway => "egress-gateway",

@@ -22,6 +22,7 @@ pub fn component(c: Component) -> audit::Component {
         Component::ReasoningWorker => audit::Component::ReasoningWorker,
         Component::EgressGateway => audit::Component::EgressGateway,
         Component::LlamaServer => audit::Component::LlamaServer,
+        Component::Broker => audit::Component::Broker,
     }
 }
 

@@ -29,21 +29,25 @@ use tokio::io::unix::AsyncFd;
 /// The components this version of the broker runs, in start order.
 pub const COMPONENTS: [Component; 2] = [Component::ReasoningWorker, Component::Executor];
 
-pub fn profile_of(c: Component) -> ProfileName {
+/// The sandbox profile of a spawned component; `None` for the broker.
+pub fn profile_of(c: Component) -> Option<ProfileName> {
     match c {
-        Component::Executor => ProfileName::Executor,
-        Component::ReasoningWorker => ProfileName::ReasoningWorker,
-        Component::EgressGateway => ProfileName::EgressGateway,
-        Component::LlamaServer => ProfileName::LlamaServer,
+        Component::Executor => Some(ProfileName::Executor),
+        Component::ReasoningWorker => Some(ProfileName::ReasoningWorker),
+        Component::EgressGateway => Some(ProfileName::EgressGateway),
+        Component::LlamaServer => Some(ProfileName::LlamaServer),
+        Component::Broker => None,
     }
 }
 
-pub fn binary_of(c: Component) -> &'static str {
+/// The binary of a spawned component; `None` for the broker.
+pub fn binary_of(c: Component) -> Option<&'static str> {
     match c {
-        Component::Executor => "flow-executor",
-        Component::ReasoningWorker => "flow-reasoning-worker",
-        Component::EgressGateway => "flow-egress-gateway",
-        Component::LlamaServer => "llama-server",
+        Component::Executor => Some("flow-executor"),
+        Component::ReasoningWorker => Some("flow-reasoning-worker"),
+        Component::EgressGateway => Some("flow-egress-gateway"),
+        Component::LlamaServer => Some("llama-server"),
+        Component::Broker => None,
     }
 }
 
@@ -195,8 +199,9 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot open the audit log {}", paths.audit_log().display()))?;
 
     // Fail closed: refuse to start if a profile we need cannot be applied.
-    for c in COMPONENTS {
-        if let Err(e) = sandbox::doctor::preflight(profile_of(c), &waivers) {
+    for (c, profile) in COMPONENTS.map(|c| (c, profile_of(c))) {
+        let Some(profile) = profile else { continue };
+        if let Err(e) = sandbox::doctor::preflight(profile, &waivers) {
             audit.refused_layer(&e);
             eprintln!(
                 "flow up: refusing to start: the {} sandbox cannot be applied: {e}",

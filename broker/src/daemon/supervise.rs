@@ -36,6 +36,8 @@ pub enum StartError {
     },
     #[error("{component} did not say hello within {secs} s: it failed to enter its sandbox; see its log")]
     HelloTimeout { component: &'static str, secs: u64 },
+    #[error("{component} is not a spawnable component: this is a bug, report it")]
+    NotSpawnable { component: &'static str },
     #[error("{component} (pid {pid}) failed attestation and was killed: {source}")]
     Attestation {
         component: &'static str,
@@ -221,8 +223,12 @@ pub async fn spawn_attested(
     }
     // Attest from the outside. The child is blocked waiting for our answer,
     // so its thread count and fd table are what it declared.
+    let Some(profile) = profile_of(c) else {
+        kill(&pidfd);
+        return Err(StartError::NotSpawnable { component: name });
+    };
     let expected = sandbox::attest::expected_for(
-        profile_of(c),
+        profile,
         own_seccomp_filters,
         &[0, 1, 2, proto::bootstrap::BOOTSTRAP_FD],
     );
@@ -246,9 +252,12 @@ pub async fn spawn_attested(
 
 async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError> {
     let name = c.as_str();
+    let (Some(binary), Some(profile)) = (binary_of(c), profile_of(c)) else {
+        return Err(StartError::NotSpawnable { component: name });
+    };
     let attested = spawn_attested(
         &shared.spawner,
-        shared.bin_dir.join(binary_of(c)),
+        shared.bin_dir.join(binary),
         component_args(shared, c),
         c,
         shared.own_seccomp_filters,
@@ -280,7 +289,7 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
             return Err(e);
         }
     };
-    let expected_hash = sandbox::describe(profile_of(c), false).seccomp.base_sha256;
+    let expected_hash = sandbox::describe(profile, false).seccomp.base_sha256;
     shared.audit.attested(c, pid, &expected_hash);
     send_async(&boot, &Handshake::new(ServiceKind::Bootstrap), &[])
         .await
@@ -312,7 +321,7 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
             s.since = Some(since);
             s.bootstrap = Some(boot.clone());
             s.attested = Some(AttestedState {
-                profile: profile_of(c).as_str().to_string(),
+                profile: profile.as_str().to_string(),
                 // The child's self-report is informational; this is the
                 // filter the broker's own spawn path applies.
                 filter_sha256: expected_hash.clone(),
