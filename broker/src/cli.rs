@@ -66,6 +66,15 @@ pub enum Command {
     /// The managed llama-server binary.
     #[command(subcommand)]
     Llama(LlamaCommand),
+    /// The effective settings and the enterprise policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Change a setting of the running broker.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// Credentials of service connections, kept in the OS keyring.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
     /// Measurements behind the README's figures (see bench/kernel.sh).
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
@@ -101,6 +110,15 @@ pub enum ModelsCommand {
     Verify { id: Option<String> },
     /// Remove a model: ID or ID@VERSION.
     Rm { model: String },
+    /// Download a model from the Model Hub (hub.enabled, hub.url): ID or
+    /// ID@VERSION. Verified against a trusted catalog digest; an interrupted
+    /// download resumes when run again.
+    Pull {
+        model: String,
+        /// One JSON document at the end instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +161,47 @@ pub struct UpArgs {
     /// Shown in `flow status` and in every audit record while set.
     #[arg(long = "waive", value_name = "LAYER")]
     pub waive: Vec<String>,
+    /// Set a setting for this broker: KEY=VALUE (repeatable). A key the
+    /// enterprise policy locks keeps the policy's value; the attempt is
+    /// reported and audited.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    crate::policy::parse_set_arg(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Each effective setting with its value, source and lock, and whether
+    /// the egress gateway runs (no broker needed).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Change KEY in the running broker until it stops (refused if the
+    /// enterprise policy locks it).
+    Set { key: String, value: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Store the credential of connection NAME (a service catalog entry):
+    /// read from a prompt, or from standard input when it is not a
+    /// terminal; never from the command line.
+    Add { name: String },
+    /// Connections with their origin, and whether the credential is present.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the credential of connection NAME.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,8 +323,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Up(args) => {
             let waivers = parse_waivers(&args.waive)?;
-            crate::daemon::run(waivers)
+            crate::daemon::run(waivers, &args.set)
         }
+        Command::Policy(PolicyCommand::Show { json }) => crate::policy_cmd::show(json),
+        Command::Settings(SettingsCommand::Set { key, value }) => {
+            crate::policy_cmd::settings_set(&key, &value)
+        }
+        Command::Connections(ConnectionsCommand::Add { name }) => {
+            crate::connections_cmd::add(&name)
+        }
+        Command::Connections(ConnectionsCommand::List { json }) => {
+            crate::connections_cmd::list(json)
+        }
+        Command::Connections(ConnectionsCommand::Rm { name }) => crate::connections_cmd::rm(&name),
         Command::Doctor(f) => crate::doctor::run(f.json),
         Command::Audit(AuditCommand::Verify { path, json }) => {
             crate::client::audit_verify(path, json)
@@ -280,6 +350,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Models(ModelsCommand::Import { file }) => crate::run_cmd::models_import(&file),
         Command::Models(ModelsCommand::Verify { id }) => crate::run_cmd::models_verify(id),
         Command::Models(ModelsCommand::Rm { model }) => crate::run_cmd::models_rm(&model),
+        Command::Models(ModelsCommand::Pull { model, json }) => {
+            crate::run_cmd::models_pull(&model, json)
+        }
         Command::Bench(BenchCommand::Spawn { count }) => crate::bench::spawn(count),
         Command::Bench(BenchCommand::RawPingpong {
             count,

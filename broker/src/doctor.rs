@@ -6,8 +6,13 @@ use std::fmt::Write as _;
 pub fn run(json: bool) -> anyhow::Result<i32> {
     let r = sandbox::doctor::host_report();
     let all_ready = r.profiles.iter().all(|p| p.ready);
+    let creds = credential_store();
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("credential_store".into(), serde_json::to_value(&creds)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(if all_ready { 0 } else { 1 });
     }
     let mut o = String::new();
@@ -78,6 +83,14 @@ pub fn run(json: bool) -> anyhow::Result<i32> {
             format!("FAILED: {}", r.userns_probe.detail)
         }
     );
+    let _ = writeln!(
+        o,
+        "credential store                      {}",
+        match &creds.store {
+            Some(store) => format!("{store}: {}", creds.note),
+            None => format!("NOT available: {}", creds.note),
+        }
+    );
     for p in &r.profiles {
         let _ = writeln!(
             o,
@@ -102,4 +115,27 @@ pub fn run(json: bool) -> anyhow::Result<i32> {
     }
     print!("{o}");
     Ok(if all_ready { 0 } else { 1 })
+}
+
+/// The keyring store the broker would use for connection credentials.
+#[derive(Debug, serde::Serialize)]
+struct CredentialStoreReport {
+    /// `secret-service` or `keyutils`; `None` when neither can be used.
+    store: Option<&'static str>,
+    /// What a user should know (keyutils entries do not survive a reboot),
+    /// or why no store can be used.
+    note: String,
+}
+
+fn credential_store() -> CredentialStoreReport {
+    match crate::credentials::Credentials::open() {
+        Ok(c) => CredentialStoreReport {
+            store: Some(c.kind().as_str()),
+            note: c.note().to_string(),
+        },
+        Err(e) => CredentialStoreReport {
+            store: None,
+            note: e.to_string(),
+        },
+    }
 }

@@ -7,12 +7,17 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod connections_cmd;
+pub mod credentials;
 pub mod daemon;
 pub mod doctor;
 pub mod models;
 pub mod paths;
+pub mod policy;
+pub mod policy_cmd;
 pub mod run_cmd;
 pub mod sandbox_cmd;
+pub mod services;
 pub mod settings;
 
 /// True when `/proc/self/status` says this process has exactly one thread.

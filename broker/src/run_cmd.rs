@@ -1,4 +1,5 @@
-//! `flow run`, `flow runs …`, `flow models …`: the CLI side.
+//! `flow run`, `flow runs …`, `flow models …` (with `pull`'s progress bar):
+//! the CLI side.
 //! Tokens go to stdout as they arrive; progress and the summary to stderr
 //! (or one JSON document with `--json`).
 
@@ -22,7 +23,7 @@ fn status_text(s: &NodeStatus) -> String {
 fn skip_text(r: proto::flow::SkipReason) -> &'static str {
     use proto::flow::SkipReason as K;
     match r {
-        K::ModelMissing => "model not in the store: run 'flow models import FILE'",
+        K::ModelMissing => "model not in the store: run 'flow models pull MODEL' (Model Hub) or 'flow models import FILE'",
         K::BelowMemoryFloor => "available memory is below the model's floor",
         K::LatencyBudget => "the measured speed cannot meet the node's latency budget",
         K::SandboxUnavailable => {
@@ -354,6 +355,78 @@ pub fn models_rm(model: &str) -> anyhow::Result<i32> {
     };
     for r in rows {
         println!("removed {}@{}", r.id, r.version);
+    }
+    Ok(0)
+}
+
+/// `flow models pull ID[@VERSION]`: the broker downloads through the egress
+/// gateway and streams `PullProgress` frames; a bar on stderr shows bytes,
+/// rate and ETA (hidden when stderr is not a terminal, and with `--json`).
+pub fn models_pull(model: &str, json: bool) -> anyhow::Result<i32> {
+    let (id, version) = match model.split_once('@') {
+        Some((i, v)) => (i.to_string(), Some(v.to_string())),
+        None => (model.to_string(), None),
+    };
+    let paths = Paths::from_env()?;
+    let mut ch = connect(&paths)?;
+    ch.send(&ControlRequest::ModelPull { id, version })?;
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("pulling {model}"));
+    let mut first = true;
+    let rows = loop {
+        let resp: ControlResponse = match ch.recv() {
+            Ok(r) => r,
+            Err(e) => {
+                bar.abandon();
+                bail!(
+                    "the broker closed the connection during the pull ({e}): run 'flow models pull {model}' again to resume"
+                )
+            }
+        };
+        match resp {
+            ControlResponse::PullProgress { done, total } => {
+                if first {
+                    first = false;
+                    bar.set_length(total);
+                    bar.set_position(done);
+                    if done > 0 {
+                        bar.println(format!("resuming {model} at byte {done} of {total}"));
+                    }
+                    // The rate and ETA count this transfer, not the resumed part.
+                    bar.reset_eta();
+                } else {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+            }
+            ControlResponse::Models(rows) => {
+                bar.finish_and_clear();
+                break rows;
+            }
+            ControlResponse::Error(e) => {
+                bar.abandon();
+                bail!("{}", describe_error(&e));
+            }
+            _ => {
+                bar.abandon();
+                bail!("unexpected answer from the broker")
+            }
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_models(&rows);
     }
     Ok(0)
 }

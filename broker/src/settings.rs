@@ -6,97 +6,50 @@
 //!
 //! [models.smollm2-135m-instruct]
 //! memory_floor_mb = 512        # may only raise the catalog's floor
+//!
+//! [cloud]
+//! enabled = false              # cloud AI providers
+//!
+//! [services]
+//! enabled = false              # service nodes (REST integrations)
+//! allowed_ids = ["*"]          # catalog ids they may use
+//! allow_ai_output = false      # AI output / spool content may reach them
+//!
+//! [hub]
+//! enabled = false              # Model Hub downloads
+//! url = ""                     # https://hub.example.com
+//! signing_key = ""             # ed25519 public key (64 hex) of the hub catalog
+//! allow_cidrs = []             # non-global ranges an internal mirror may use
+//!
+//! [tls]
+//! ca_bundle = ""               # enterprise CA bundle (PEM, absolute path)
+//!
+//! [egress]
+//! dns_servers = []             # default: /etc/resolv.conf
 //! ```
 //!
-//! An unreadable or invalid file stops the broker with file:line:key.
+//! Every key is also accepted dotted (`services.enabled = true`). The file
+//! only supplies values: [`crate::policy::Effective`] combines them with the
+//! enterprise policy, which may lock any key, and is the only place a setting
+//! is read from. An unreadable or invalid file stops the broker with
+//! file:line:key.
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use crate::policy::{parse_settings, FileValue, PolicyError};
+use std::path::Path;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    #[serde(default)]
-    pub spool: SpoolSettings,
-    #[serde(default)]
-    pub models: BTreeMap<String, ModelSettings>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpoolSettings {
-    #[serde(default = "default_retention")]
-    pub retention_days: u32,
-}
-
-impl Default for SpoolSettings {
-    fn default() -> SpoolSettings {
-        SpoolSettings {
-            retention_days: default_retention(),
-        }
-    }
-}
-
-fn default_retention() -> u32 {
-    30
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSettings {
-    /// Raise the model's memory floor (a lower value than the catalog's is
-    /// ignored: settings may only make Flow more conservative).
-    pub memory_floor_mb: Option<u64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("cannot read {path}: {source}: fix its permissions or remove it", path = path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {message}: fix this setting (see README, 'Settings')", path = path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-}
-
-impl Settings {
-    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
-            Err(source) => {
-                return Err(SettingsError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
-        toml::from_str(&text).map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .unwrap_or(0);
-            SettingsError::Invalid {
+/// The values of the settings file at `path` (none if it does not exist).
+pub(crate) fn load(path: &Path) -> Result<Vec<FileValue>, PolicyError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PolicyError::Read {
                 path: path.to_owned(),
-                line,
-                message: e.message().to_string(),
-            }
-        })
-    }
-
-    /// The effective memory floor of a model: the catalog's, or higher.
-    pub fn memory_floor_mb(&self, id: &str, catalog_floor: u64) -> u64 {
-        self.models
-            .get(id)
-            .and_then(|m| m.memory_floor_mb)
-            .map_or(catalog_floor, |f| f.max(catalog_floor))
-    }
+                source,
+            })
+        }
+    };
+    parse_settings(path, &text)
 }
 
 #[cfg(test)]
@@ -104,18 +57,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_name_the_line() {
+    fn errors_name_the_line_and_key() {
         let dir = std::env::temp_dir().join(format!("flow-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("settings.toml");
         std::fs::write(&p, "[spool]\nretention_days = 30\nbogus = 1\n").unwrap();
-        let e = Settings::load(&p).unwrap_err().to_string();
-        assert!(e.contains("settings.toml:3:"), "{e}");
-        std::fs::write(&p, "[models.m]\nmemory_floor_mb = 10\n").unwrap();
-        let s = Settings::load(&p).unwrap();
-        assert_eq!(s.memory_floor_mb("m", 256), 256);
-        assert_eq!(s.memory_floor_mb("m", 5), 10);
-        assert_eq!(s.memory_floor_mb("other", 5), 5);
+        let e = load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("settings.toml:3:spool.bogus: unknown key"),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "[models.m]\nmemory_floor_mb = 10\n[services]\nenabled = true\n",
+        )
+        .unwrap();
+        let v = load(&p).unwrap();
+        let keys: Vec<(&str, usize)> = v.iter().map(|f| (f.key.as_str(), f.line)).collect();
+        assert_eq!(
+            keys,
+            vec![("models.m.memory_floor_mb", 2), ("services.enabled", 4)]
+        );
+        assert!(load(&dir.join("absent.toml")).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,15 +7,17 @@
 //! column). Then [`Problem`]s are checked in a fixed order, so the error a
 //! file gets is deterministic: the flow name, each node (id, kind, fields,
 //! parameters, template syntax), duplicate ids, each edge (ends, target kind,
-//! input name, inputs bound twice), unbound inputs, cycles. For TOML the
-//! error carries the line of the offending field, found from the toml
-//! crate's spans; JSON errors name the node or edge instead.
+//! input name, inputs bound twice), unbound inputs, cycles, and last the
+//! flow's `[settings]` table. For TOML the error carries the line of the
+//! offending field, found from the toml crate's spans; JSON errors name the
+//! node or edge instead.
 
-use crate::template::{is_ident, Template, TemplateError};
+use crate::template::{is_ident, Part, Template, TemplateError};
+use proto::egress::Method;
 use proto::flow::{Flow, FlowEdge, FlowNode, FlowNodeKind};
 use proto::msg::InferParams;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,16 @@ use std::path::{Path, PathBuf};
 pub const MAX_FLOW_BYTES: u64 = 1024 * 1024;
 /// Largest `max_tokens` an ai node may ask for.
 pub const MAX_TOKENS_LIMIT: u32 = 4096;
+/// Longest `path` of a service node, in bytes (before substitution).
+pub const MAX_SERVICE_PATH: usize = 2048;
+/// Longest `content_type` of a service node, in bytes.
+pub const MAX_CONTENT_TYPE: usize = 256;
+/// Most entries in a flow's `[settings]` table.
+pub const MAX_SETTINGS: usize = 64;
+/// Longest value in a flow's `[settings]` table, in bytes.
+pub const MAX_SETTING_VALUE: usize = 256;
+/// The input of a service node that carries the request body.
+pub const BODY_INPUT: &str = "body";
 
 /// The two spellings of the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +126,7 @@ pub enum Problem {
         index: usize,
     },
     #[error(
-        "node '{node}': field 'kind': unknown kind '{kind}': use input, template, ai or output"
+        "node '{node}': field 'kind': unknown kind '{kind}': use input, template, ai, output or service"
     )]
     UnknownKind { node: String, kind: String },
     #[error("node '{node}': field '{field}' does not apply to {kind} nodes: remove it")]
@@ -192,6 +204,56 @@ pub enum Problem {
     NoValue { node: String },
     #[error("nodes form a cycle: {}: remove one of these edges", cycle_text(.nodes))]
     Cycle { nodes: Vec<String> },
+    #[error("node '{node}': field 'service': '{service}' is not a service id: use the id of a service catalog entry (1 to 64 of a-z 0-9 . _ -, starting with a letter or digit)")]
+    BadServiceId { node: String, service: String },
+    #[error("node '{node}': field 'method': '{method}' is not a method: use GET, HEAD, POST, PUT, PATCH or DELETE")]
+    BadMethod { node: String, method: String },
+    #[error("node '{node}': field 'path': {reason}")]
+    BadServicePath { node: String, reason: PathProblem },
+    #[error("node '{node}': field 'content_type': {value:?} is not a media type: use one line of at most 256 printable ASCII characters such as \"application/json\"")]
+    BadContentType { node: String, value: String },
+    #[error("edge {index} ({from} -> {to}): field 'input': a {method} request has no body: bind '{to}'s body only with POST, PUT, PATCH or DELETE, or name a placeholder of its path")]
+    BodyWithoutMethod {
+        index: usize,
+        from: String,
+        to: String,
+        method: &'static str,
+    },
+    #[error("field 'settings': key '{key}' is not a setting key: use 1 to 64 of a-z 0-9 _ . (e.g. \"services.allow_ai_output\")")]
+    BadSettingKey { key: String },
+    #[error("field 'settings': the value of '{key}' must be one line of at most 256 characters")]
+    BadSettingValue { key: String },
+    #[error("field 'settings': '{key}' is set twice: set it once")]
+    DuplicateSetting { key: String },
+    #[error(
+        "field 'settings': more than 64 settings: keep the flow's settings to the ones it needs"
+    )]
+    TooManySettings,
+}
+
+/// What is wrong with a service node's `path`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    #[error("'{path}' must start with '/': write the path below the service's base URL, e.g. \"/items/{{id}}\"")]
+    NotAbsolute { path: String },
+    #[error("the path is longer than 2048 bytes: shorten it")]
+    TooLong,
+    #[error("{0}")]
+    Template(TemplateError),
+    #[error(
+        "'{path}' has {what} at character {at}: write the URL path only, with %XX for other bytes"
+    )]
+    BadChar {
+        path: String,
+        what: &'static str,
+        at: usize,
+    },
+    #[error("'{path}' has an empty segment ('//'): remove it")]
+    EmptySegment { path: String },
+    #[error("'{path}' has a '.' or '..' segment: write the path it stands for")]
+    DotSegment { path: String },
+    #[error("placeholder {{body}} is reserved: input 'body' is the request body; rename the placeholder")]
+    ReservedPlaceholder,
 }
 
 fn cycle_text(nodes: &[String]) -> String {
@@ -204,11 +266,13 @@ fn cycle_text(nodes: &[String]) -> String {
 }
 
 /// Where a problem is, for finding its line in a TOML file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Site {
     Flow(&'static str),
     Node(usize, Option<&'static str>),
     Edge(usize, Option<&'static str>),
+    /// A key of the `[settings]` table.
+    Setting(String),
 }
 
 #[derive(Debug)]
@@ -235,6 +299,36 @@ struct RawFlow {
     nodes: Vec<RawNode>,
     #[serde(default)]
     edges: Vec<RawEdge>,
+    #[serde(default)]
+    settings: RawSettings,
+}
+
+/// The `[settings]` table in file order. Every value must be a string; a
+/// key given twice (possible in JSON) is kept twice, for `build` to report.
+#[derive(Debug, Default)]
+struct RawSettings(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for RawSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawSettings, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawSettings;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of key = \"value\" strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawSettings, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    out.push((k, v));
+                }
+                Ok(RawSettings(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// One node table. Every kind-specific field is optional here so that a
@@ -261,6 +355,10 @@ struct RawNode {
     cache_prompt: Option<bool>,
     spool: Option<bool>,
     stdout: Option<bool>,
+    service: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+    content_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +386,7 @@ const AI_FIELDS: &[&str] = &[
     "cache_prompt",
 ];
 const OUTPUT_FIELDS: &[&str] = &["spool", "stdout"];
+const SERVICE_FIELDS: &[&str] = &["service", "method", "path", "content_type"];
 
 impl RawNode {
     /// The kind-specific fields present in the file, in schema order.
@@ -309,6 +408,10 @@ impl RawNode {
             ("cache_prompt", self.cache_prompt.is_some()),
             ("spool", self.spool.is_some()),
             ("stdout", self.stdout.is_some()),
+            ("service", self.service.is_some()),
+            ("method", self.method.is_some()),
+            ("path", self.path.is_some()),
+            ("content_type", self.content_type.is_some()),
         ];
         all.iter().filter(|(_, p)| *p).map(|(n, _)| *n).collect()
     }
@@ -431,7 +534,36 @@ pub fn validate(flow: &Flow) -> Result<(), Problem> {
         }
         check_kind(&node.id, &node.kind).map_err(|(_, p)| *p)?;
     }
-    check_graph(flow).map_err(|i| *i.problem)
+    check_graph(flow).map_err(|i| *i.problem)?;
+    check_settings(&flow.settings).map_err(|i| *i.problem)
+}
+
+/// Whether `s` is a setting key: `[a-z0-9_.]{1,64}` (the audit log's rule).
+pub fn is_setting_key(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+/// Keys, values, count and duplicates of a `[settings]` table, in order.
+fn check_settings(settings: &[(String, String)]) -> Result<(), Issue> {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for (key, value) in settings {
+        let at = || Site::Setting(key.clone());
+        if !is_setting_key(key) {
+            return Err(issue(at(), Problem::BadSettingKey { key: key.clone() }));
+        }
+        if value.len() > MAX_SETTING_VALUE || value.chars().any(char::is_control) {
+            return Err(issue(at(), Problem::BadSettingValue { key: key.clone() }));
+        }
+        if !seen.insert(key) {
+            return Err(issue(at(), Problem::DuplicateSetting { key: key.clone() }));
+        }
+    }
+    if settings.len() > MAX_SETTINGS {
+        return Err(issue(Site::Flow("settings"), Problem::TooManySettings));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -464,6 +596,7 @@ fn build(raw: RawFlow) -> Result<Flow, Issue> {
                 match kinds.get(re.to.as_str()) {
                     Some(FlowNodeKind::Ai { .. }) => "prompt",
                     Some(FlowNodeKind::Output { .. }) => "value",
+                    Some(FlowNodeKind::Service { .. }) => BODY_INPUT,
                     _ => "",
                 }
                 .to_owned()
@@ -475,12 +608,16 @@ fn build(raw: RawFlow) -> Result<Flow, Issue> {
             }
         })
         .collect();
-    let flow = Flow {
+    let mut flow = Flow {
         name: raw.name,
         nodes,
         edges,
+        settings: raw.settings.0,
     };
     check_graph(&flow)?;
+    // In file order, so that the first bad key in the file is the error.
+    check_settings(&flow.settings)?;
+    flow.settings.sort();
     Ok(flow)
 }
 
@@ -500,6 +637,7 @@ fn build_node(index: usize, rn: RawNode) -> Result<FlowNode, Issue> {
         "template" => ("template", TEMPLATE_FIELDS),
         "ai" => ("ai", AI_FIELDS),
         "output" => ("output", OUTPUT_FIELDS),
+        "service" => ("service", SERVICE_FIELDS),
         _ => {
             return Err(issue(
                 at("kind"),
@@ -553,6 +691,36 @@ fn build_node(index: usize, rn: RawNode) -> Result<FlowNode, Issue> {
             spool: rn.spool.unwrap_or(true),
             stdout: rn.stdout.unwrap_or(true),
         },
+        "service" => {
+            let missing = |field| {
+                issue(
+                    Site::Node(index, None),
+                    Problem::MissingField {
+                        node: id.clone(),
+                        kind: "service",
+                        field,
+                    },
+                )
+            };
+            let service = rn.service.ok_or_else(|| missing("service"))?;
+            let method = rn.method.ok_or_else(|| missing("method"))?;
+            let path = rn.path.ok_or_else(|| missing("path"))?;
+            let method = Method::parse(&method).ok_or_else(|| {
+                issue(
+                    at("method"),
+                    Problem::BadMethod {
+                        node: id.clone(),
+                        method,
+                    },
+                )
+            })?;
+            FlowNodeKind::Service {
+                service,
+                method,
+                path,
+                content_type: rn.content_type,
+            }
+        }
         _ => {
             let Some(model) = rn.model else {
                 return Err(issue(
@@ -645,8 +813,46 @@ fn check_kind(id: &str, kind: &FlowNodeKind) -> Result<(), (&'static str, Box<Pr
     };
     match kind {
         FlowNodeKind::Input { .. } | FlowNodeKind::Output { .. } => Ok(()),
-        // PLACEHOLDER(service nodes): validated in full by the service-node change.
-        FlowNodeKind::Service { .. } => Ok(()),
+        FlowNodeKind::Service {
+            service,
+            path,
+            content_type,
+            ..
+        } => {
+            if !is_service_id(service) {
+                return fail(
+                    "service",
+                    Problem::BadServiceId {
+                        node: node(),
+                        service: service.clone(),
+                    },
+                );
+            }
+            if let Err(reason) = check_service_path(path) {
+                return fail(
+                    "path",
+                    Problem::BadServicePath {
+                        node: node(),
+                        reason,
+                    },
+                );
+            }
+            if let Some(ct) = content_type {
+                let ok = !ct.trim().is_empty()
+                    && ct.len() <= MAX_CONTENT_TYPE
+                    && ct.bytes().all(|b| (0x20..0x7f).contains(&b));
+                if !ok {
+                    return fail(
+                        "content_type",
+                        Problem::BadContentType {
+                            node: node(),
+                            value: ct.clone(),
+                        },
+                    );
+                }
+            }
+            Ok(())
+        }
         FlowNodeKind::Template { text } => match Template::parse(text) {
             Ok(_) => Ok(()),
             Err(error) => fail(
@@ -795,6 +1001,35 @@ fn check_graph(flow: &Flow) -> Result<(), Issue> {
             FlowNodeKind::Output { .. } if e.input != "value" => {
                 return Err(unknown("use \"value\" or leave input out".to_owned()))
             }
+            FlowNodeKind::Service { method, path, .. } => {
+                if e.input == BODY_INPUT {
+                    if matches!(method, Method::Get | Method::Head) {
+                        return Err(issue(
+                            site("input"),
+                            Problem::BodyWithoutMethod {
+                                index,
+                                from: e.from.clone(),
+                                to: e.to.clone(),
+                                method: method.as_str(),
+                            },
+                        ));
+                    }
+                } else {
+                    let names = service_placeholders(path);
+                    if !names.contains(&e.input) {
+                        let list: Vec<String> = names.iter().map(|n| format!("{{{n}}}")).collect();
+                        let expected = if list.is_empty() {
+                            "use \"body\" (the request body) or leave input out; its path has no placeholders".to_owned()
+                        } else {
+                            format!(
+                                "use \"body\" (the request body) or leave input out, or one of its path placeholders {}",
+                                list.join(", ")
+                            )
+                        };
+                        return Err(unknown(expected));
+                    }
+                }
+            }
             FlowNodeKind::Template { .. } => {
                 if e.input.is_empty() {
                     return Err(issue(
@@ -859,6 +1094,17 @@ fn check_graph(flow: &Flow) -> Result<(), Issue> {
             FlowNodeKind::Output { .. } if !has("value") => {
                 return Err(issue(site, Problem::NoValue { node: n.id.clone() }))
             }
+            FlowNodeKind::Service { path, .. } => {
+                if let Some(missing) = service_placeholders(path).into_iter().find(|p| !has(p)) {
+                    return Err(issue(
+                        Site::Node(index, Some("path")),
+                        Problem::UnboundPlaceholder {
+                            node: n.id.clone(),
+                            input: missing,
+                        },
+                    ));
+                }
+            }
             _ => {}
         }
     }
@@ -919,6 +1165,190 @@ fn check_acyclic(flow: &Flow, by_id: &BTreeMap<&str, (usize, &FlowNode)>) -> Res
 }
 
 // ---------------------------------------------------------------------------
+// Service nodes.
+
+/// Whether `s` is a service catalog id (= a connection name):
+/// `[a-z0-9][a-z0-9._-]{0,63}`.
+pub fn is_service_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=64).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+/// The placeholder names of a service node's path, in order, without
+/// repeats (none if the path does not parse).
+pub fn service_placeholders(path: &str) -> Vec<String> {
+    Template::parse(path)
+        .map(|t| t.placeholders().into_iter().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The segments of a service node's path before any query, for matching
+/// against a catalog entry's path patterns: `Some(text)` for a literal
+/// segment, `None` for one holding a placeholder (its value becomes exactly
+/// one segment). `/items/{id}/raw` → `[Some("items"), None, Some("raw")]`;
+/// `/` → `[Some("")]`.
+pub fn service_path_segments(path: &str) -> Vec<Option<&str>> {
+    let before_query = path.split('?').next().unwrap_or("");
+    let rest = before_query.strip_prefix('/').unwrap_or(before_query);
+    rest.split('/')
+        .map(|seg| (!seg.contains('{')).then_some(seg))
+        .collect()
+}
+
+/// Bytes allowed as they are in a path (and query) besides placeholders:
+/// RFC 3986 unreserved, sub-delims, `:`, `@`, `/`, `?` and `%` escapes.
+fn path_byte_ok(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+                | b'?'
+                | b'%'
+                | b'{'
+                | b'}'
+        )
+}
+
+/// A segment that means "this directory" or "its parent", also when
+/// written with `%2E`.
+fn is_dot_segment(seg: &str) -> bool {
+    let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
+/// The rules on a service node's `path`: absolute, short, placeholders as in
+/// templates (but none named `body`, and no literal braces), URL path
+/// characters only, no empty or dot segments before the query.
+pub fn check_service_path(path: &str) -> Result<(), PathProblem> {
+    if !path.starts_with('/') {
+        return Err(PathProblem::NotAbsolute {
+            path: path.to_owned(),
+        });
+    }
+    if path.len() > MAX_SERVICE_PATH {
+        return Err(PathProblem::TooLong);
+    }
+    let template = Template::parse(path).map_err(PathProblem::Template)?;
+    let bad = |what, at| {
+        Err(PathProblem::BadChar {
+            path: path.to_owned(),
+            what,
+            at,
+        })
+    };
+    let chars: Vec<char> = path.chars().collect();
+    for (at, &c) in chars.iter().enumerate() {
+        let what = match c {
+            ' ' => "a space",
+            '#' => "a fragment ('#')",
+            c if c.is_control() => "a control character",
+            c if !c.is_ascii() => "a non-ASCII character",
+            '%' => {
+                let hex = |i: usize| chars.get(i).is_some_and(char::is_ascii_hexdigit);
+                if hex(at + 1) && hex(at + 2) {
+                    continue;
+                }
+                "a '%' that starts no %XX escape"
+            }
+            c if path_byte_ok(c as u8) => continue,
+            _ => "a character not allowed in a URL",
+        };
+        return bad(what, at);
+    }
+    let literal_brace = template
+        .parts()
+        .iter()
+        .any(|p| matches!(p, Part::Literal(l) if l.contains(['{', '}'])));
+    if literal_brace {
+        let at = path
+            .find("{{")
+            .or_else(|| path.find("}}"))
+            .map_or(0, |b| path[..b].chars().count());
+        return bad("a literal brace", at);
+    }
+    if template.placeholders().contains(&BODY_INPUT) {
+        return Err(PathProblem::ReservedPlaceholder);
+    }
+    let segments: Vec<&str> = path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .skip(1)
+        .collect();
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() && i + 1 < segments.len() {
+            return Err(PathProblem::EmptySegment {
+                path: path.to_owned(),
+            });
+        }
+        if is_dot_segment(seg) {
+            return Err(PathProblem::DotSegment {
+                path: path.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first `ai` node (nearest first, then in edge order) from whose
+/// output a path of edges leads into `node`: through its body, a path
+/// placeholder, or anything upstream of them. Every node downstream of an
+/// ai node carries its output (templates embed it, services may echo it),
+/// so the taint follows every edge. `None` when no ai node is upstream.
+pub fn ai_source<'f>(flow: &'f Flow, node: &str) -> Option<&'f str> {
+    let kinds: BTreeMap<&str, &FlowNodeKind> = flow
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), &n.kind))
+        .collect();
+    let mut seen: BTreeSet<&str> = BTreeSet::from([node]);
+    let mut queue: VecDeque<&str> = VecDeque::from([node]);
+    while let Some(n) = queue.pop_front() {
+        for e in flow.edges.iter().filter(|e| e.to == n) {
+            let from = e.from.as_str();
+            if !seen.insert(from) {
+                continue;
+            }
+            match kinds.get(from) {
+                Some(FlowNodeKind::Ai { .. }) => return Some(from),
+                Some(_) => queue.push_back(from),
+                None => {}
+            }
+        }
+    }
+    None
+}
+
+/// Whether any path leads from an `ai` node's output into `node` (see
+/// [`ai_source`]). The broker refuses such a service node unless the
+/// policy key `services.allow_ai_output` allows it, and the gateway records
+/// the answer on every request of that node.
+pub fn body_from_ai(flow: &Flow, node: &str) -> bool {
+    ai_source(flow, node).is_some()
+}
+
+// ---------------------------------------------------------------------------
 // TOML lines.
 
 fn line_of(text: &str, byte: usize) -> usize {
@@ -944,6 +1374,20 @@ fn toml_site_line(text: &str, site: Site) -> Option<usize> {
     };
     let (section, index, field) = match site {
         Site::Flow(field) => return key_span(root, field).map(|s| line_of(text, s.start)),
+        Site::Setting(key) => {
+            let (_, table) = root
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == "settings")?;
+            let DeValue::Table(table) = table.get_ref() else {
+                return None;
+            };
+            let span = key_span(table, &key).unwrap_or_else(|| {
+                root.iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == "settings")
+                    .map_or(0..0, |(k, _)| k.span())
+            });
+            return Some(line_of(text, span.start));
+        }
         Site::Node(i, f) => ("nodes", i, f),
         Site::Edge(i, f) => ("edges", i, f),
     };

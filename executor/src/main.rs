@@ -1,15 +1,18 @@
 //! `flow-executor`: runs flow graphs. It holds the client end of the
-//! reasoning capability and write access to its spool directory, nothing else.
+//! reasoning capability, the client ends of the egress capabilities the
+//! broker grants for a run's service nodes (one per node), and write access
+//! to its spool directory, nothing else.
 //!
 //! **Invariant:** the sandbox is entered on the first line of `main`, before
 //! any thread or runtime exists (`component::start`). Prompt text and model
 //! output exist only in memory, in frames on its capabilities, and in the
 //! spool; nothing here logs them.
 
-use executor::run::{check_inputs, run_flow, AiDone, NodeEnv};
+use executor::run::{call_service, check_inputs, run_flow, AiDone, NodeEnv};
 use executor::spool::{output_name, Spool};
 use proto::bootstrap::{pair_grants, recv_async, send_async, BOOTSTRAP_MAX_FRAME};
 use proto::channel::{Channel, SendHalf};
+use proto::egress::EGRESS_MAX_FRAME;
 use proto::flow::{Flow, FlowNode, FlowNodeKind, NodeError, NodePlan, RunEvent, RunId};
 use proto::msg::{
     BrokerMsg, CapGrant, CapId, CapKind, CapRole, ChildMsg, Component, InferInput,
@@ -135,6 +138,21 @@ fn response_id(r: &ReasoningResponse) -> u64 {
 
 type Current = Rc<RefCell<Option<Rc<Reasoning>>>>;
 
+/// Client ends of `Egress` capabilities granted and not yet claimed by a
+/// run, by capability id.
+type EgressFds = Rc<RefCell<HashMap<CapId, OwnedFd>>>;
+
+/// Keeps `fd` if `grant` is the client end of an `Egress` capability; the
+/// channel over it is opened when its service node runs.
+fn keep_egress(egress: &EgressFds, grant: &CapGrant, fd: OwnedFd) -> Option<OwnedFd> {
+    if grant.kind == CapKind::Egress && grant.role == CapRole::Client {
+        egress.borrow_mut().insert(grant.id, fd);
+        None
+    } else {
+        Some(fd)
+    }
+}
+
 async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
     let boot = Rc::new(boot);
     let spool = match started.args.spool.as_deref().map(Spool::open) {
@@ -149,7 +167,11 @@ async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
         }
     };
     let current: Current = Rc::default();
+    let egress: EgressFds = Rc::default();
     for (g, fd) in started.grants {
+        let Some(fd) = keep_egress(&egress, &g, fd) else {
+            continue;
+        };
         if let Some(r) = Reasoning::connect(&g, fd).await {
             *current.borrow_mut() = Some(r);
         }
@@ -170,12 +192,16 @@ async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
                     continue;
                 };
                 for (g, fd) in pairs {
+                    let Some(fd) = keep_egress(&egress, &g, fd) else {
+                        continue;
+                    };
                     if let Some(r) = Reasoning::connect(&g, fd).await {
                         *current.borrow_mut() = Some(r);
                     }
                 }
             }
             BrokerMsg::Revoke(id) => {
+                egress.borrow_mut().remove(&id);
                 let mut cur = current.borrow_mut();
                 if cur.as_ref().is_some_and(|r| r.cap == id) {
                     *cur = None;
@@ -209,11 +235,18 @@ async fn run(started: component::Granted, boot: AsyncFd<OwnedFd>) -> i32 {
                 flow,
                 inputs,
                 plan,
-                egress: _,
+                egress: caps,
             } => {
+                // Each service node's capability, claimed by this run: a
+                // node whose capability never came fails when it runs.
+                let services = caps
+                    .into_iter()
+                    .filter_map(|(node, cap)| egress.borrow_mut().remove(&cap).map(|fd| (node, fd)))
+                    .collect();
                 let env = ExecEnv {
                     run: run.clone(),
                     current: current.clone(),
+                    services: RefCell::new(services),
                     spool: spool.clone(),
                     boot: boot.clone(),
                     events: RefCell::new(Vec::new()),
@@ -256,6 +289,9 @@ async fn ping(r: &Reasoning, count: u32, payload: &[u8]) -> Result<u64, ServiceE
 struct ExecEnv {
     run: RunId,
     current: Current,
+    /// Service node id → the client end of its `Egress` capability, taken
+    /// (and its channel opened) when the node runs: one request per node.
+    services: RefCell<HashMap<String, OwnedFd>>,
     spool: Rc<Spool>,
     boot: Rc<AsyncFd<OwnedFd>>,
     /// Events waiting to be sent, in order (emit is synchronous).
@@ -350,6 +386,33 @@ impl NodeEnv for ExecEnv {
         self.spool
             .write_atomic(&self.run, &output_name(node), value.as_bytes())
             .map_err(|_| NodeError::Spool)
+    }
+
+    async fn run_service(
+        &self,
+        node: &FlowNode,
+        path: String,
+        body: Option<String>,
+    ) -> Result<String, NodeError> {
+        let fd = self
+            .services
+            .borrow_mut()
+            .remove(&node.id)
+            .ok_or(NodeError::GatewayUnavailable)?;
+        let std_stream = std::os::unix::net::UnixStream::from(fd);
+        std_stream
+            .set_nonblocking(true)
+            .map_err(|_| NodeError::GatewayUnavailable)?;
+        let stream = UnixStream::from_std(std_stream).map_err(|_| NodeError::GatewayUnavailable)?;
+        let mut chan = tokio::time::timeout(
+            Duration::from_secs(5),
+            Channel::handshake_with_max_frame(stream, ServiceKind::Egress, EGRESS_MAX_FRAME),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(NodeError::GatewayUnavailable)?;
+        call_service(&mut chan, 1, node, path, body).await
     }
 }
 

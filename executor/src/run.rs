@@ -1,7 +1,12 @@
-//! The DAG runner. Nodes run in dependency order; AI nodes whose inputs are
-//! ready run concurrently on the caller's (single-threaded) runtime, polled
-//! together by a small join loop: no task is spawned, so nothing here needs
-//! `Send` or `'static`.
+//! The DAG runner. Nodes run in dependency order; AI and service nodes
+//! whose inputs are ready run concurrently on the caller's (single-threaded)
+//! runtime, polled together by a small join loop: no task is spawned, so
+//! nothing here needs `Send` or `'static`.
+//!
+//! Service nodes run concurrently like AI nodes: one HTTP request through
+//! the egress gateway ([`NodeEnv::run_service`]; the executor's side of the
+//! channel is [`call_service`]); the response body is the node's value and
+//! is written to the spool (`<node>.txt`).
 //!
 //! Events, per node: `NodeStarted`, then for AI nodes any number of
 //! `Token`s, for output nodes with `stdout` one `Output`, then
@@ -10,7 +15,8 @@
 //! run-level `Started` and `Finished` events carry the run id, which the
 //! caller owns: it emits them.
 
-use crate::template::Template;
+use crate::template::{Part, Template};
+use proto::egress::{EgressCallError, EgressError, EgressRequest, Method};
 use proto::flow::{
     Flow, FlowNode, FlowNodeKind, NodeError, NodePlan, NodeStatus, NodeSummary, RunEvent,
     SkipReason,
@@ -48,6 +54,173 @@ pub trait NodeEnv {
     fn emit(&self, event: RunEvent);
     /// Persist an output node's value (atomically) in the spool.
     fn write_output(&self, node: &str, value: &str) -> Result<(), NodeError>;
+    /// Run one service node: send its request (`path` with placeholders
+    /// substituted, `body` if its body input is bound) through the node's
+    /// egress capability and return the response body, or why it failed
+    /// (see [`call_service`]).
+    async fn run_service(
+        &self,
+        node: &FlowNode,
+        path: String,
+        body: Option<String>,
+    ) -> Result<String, NodeError>;
+}
+
+/// Largest response body a service node accepts, whatever its catalog
+/// entry's `max_response_bytes` (the gateway enforces that one): the value
+/// is held in memory and copied into every downstream node.
+pub const MAX_SERVICE_RESPONSE_BYTES: u64 = 64 << 20;
+
+/// Why a service node's path could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRenderError {
+    /// A placeholder has no value (its upstream node did not finish).
+    Unbound,
+    /// A value cannot be sent (see [`render_service_path`]), or the path
+    /// became longer than [`crate::format::MAX_SERVICE_PATH`].
+    BadValue,
+}
+
+/// Percent-encodes `value` as one path segment: every byte but the RFC 3986
+/// unreserved characters (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`, so `/`, `?`,
+/// `#` and `%` in a value cannot change the request's shape.
+pub fn encode_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Substitutes a service node's path placeholders with the values `lookup`
+/// gives, each encoded by [`encode_segment`].
+///
+/// Refused (`BadValue`), as the gateway would refuse the request: a value
+/// that would make an empty, `.` or `..` segment (it could only name
+/// another resource than the path's author meant); before the query, a
+/// value with `/` or `\` (the gateway refuses encoded separators, since an
+/// upstream that decodes them would see another path); anywhere, a value
+/// with a control character; and a result longer than
+/// [`crate::format::MAX_SERVICE_PATH`].
+pub fn render_service_path<'v>(
+    path: &str,
+    lookup: impl Fn(&str) -> Option<&'v str>,
+) -> Result<String, PathRenderError> {
+    let template = Template::parse(path).map_err(|_| PathRenderError::BadValue)?;
+    let mut out = String::with_capacity(path.len());
+    let mut in_query = false;
+    for part in template.parts() {
+        match part {
+            Part::Literal(l) => {
+                in_query |= l.contains('?');
+                out.push_str(l);
+            }
+            Part::Placeholder(name) => {
+                let value = lookup(name).ok_or(PathRenderError::Unbound)?;
+                let dot = value.is_empty() || value == "." || value == "..";
+                let separator = !in_query && value.contains(['/', '\\']);
+                if dot || separator || value.chars().any(char::is_control) {
+                    return Err(PathRenderError::BadValue);
+                }
+                out.push_str(&encode_segment(value));
+            }
+        }
+    }
+    if out.len() > crate::format::MAX_SERVICE_PATH {
+        return Err(PathRenderError::BadValue);
+    }
+    Ok(out)
+}
+
+/// The node error for how an egress call ended.
+pub fn egress_node_error(e: &EgressCallError) -> NodeError {
+    match e {
+        EgressCallError::Gateway(g) => NodeError::Egress(*g),
+        // Our chunk callback stops only at the size cap.
+        EgressCallError::Stopped => NodeError::Egress(EgressError::ResponseTooLarge),
+        EgressCallError::Channel(_) | EgressCallError::OutOfOrder(_) => {
+            NodeError::GatewayUnavailable
+        }
+    }
+}
+
+/// Sends a service node's request as request `id` on an `Egress` channel and
+/// returns the response body as text.
+///
+/// Fails with `HttpStatus(code)` for any status outside 200..=299 (a 3xx
+/// reaching the holder is a redirect the grant did not follow), with
+/// `Egress(ResponseTooLarge)` past [`MAX_SERVICE_RESPONSE_BYTES`], with
+/// `Egress(BadUpstreamResponse)` when the body is not UTF-8, with the
+/// gateway's error when it refused, and with `GatewayUnavailable` when the
+/// channel broke. Bodies are never logged.
+pub async fn call_service<S>(
+    chan: &mut proto::channel::Channel<S>,
+    id: u64,
+    node: &FlowNode,
+    path: String,
+    body: Option<String>,
+) -> Result<String, NodeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    call_service_capped(chan, id, node, path, body, MAX_SERVICE_RESPONSE_BYTES).await
+}
+
+async fn call_service_capped<S>(
+    chan: &mut proto::channel::Channel<S>,
+    id: u64,
+    node: &FlowNode,
+    path: String,
+    body: Option<String>,
+    max_bytes: u64,
+) -> Result<String, NodeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let FlowNodeKind::Service {
+        service,
+        method,
+        content_type,
+        ..
+    } = &node.kind
+    else {
+        return Err(NodeError::Egress(EgressError::BadRequest));
+    };
+    let mut headers = Vec::new();
+    if let Some(ct) = content_type {
+        headers.push(("content-type".to_owned(), ct.clone()));
+    }
+    let body = match method {
+        Method::Get | Method::Head => Vec::new(),
+        _ => body.map(String::into_bytes).unwrap_or_default(),
+    };
+    let req = EgressRequest::Http {
+        id,
+        connection: service.clone(),
+        method: *method,
+        path,
+        headers,
+        body,
+    };
+    let mut received: Vec<u8> = Vec::new();
+    let on_chunk = |chunk: &[u8]| {
+        if received.len() as u64 + chunk.len() as u64 > max_bytes {
+            return false;
+        }
+        received.extend_from_slice(chunk);
+        true
+    };
+    let head = proto::egress::call(chan, req, |_| {}, on_chunk)
+        .await
+        .map_err(|e| egress_node_error(&e))?;
+    if !(200..=299).contains(&head.status) {
+        return Err(NodeError::HttpStatus(head.status));
+    }
+    String::from_utf8(received).map_err(|_| NodeError::Egress(EgressError::BadUpstreamResponse))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,7 +405,8 @@ fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Starts node `i`: finishes it at once unless it is an AI node that runs.
+/// Starts node `i`: finishes it at once unless it is an AI node that runs
+/// or a service node.
 fn start<'a, E: NodeEnv>(
     node: &'a FlowNode,
     index: usize,
@@ -264,8 +438,20 @@ fn start<'a, E: NodeEnv>(
             .and_then(|t| t.render(|name| bound.get(name).copied()))
             .ok(),
         FlowNodeKind::Output { .. } => bound.get("value").map(|v| (*v).to_owned()),
-        // PLACEHOLDER(service nodes): executed by the service-node change.
-        FlowNodeKind::Service { .. } => return not_done(SkipReason::UpstreamNotDone),
+        FlowNodeKind::Service { path, .. } => {
+            let path = match render_service_path(path, |name| bound.get(name).copied()) {
+                Ok(p) => Ok(p),
+                Err(PathRenderError::Unbound) => return not_done(SkipReason::UpstreamNotDone),
+                Err(PathRenderError::BadValue) => Err(NodeError::Egress(EgressError::BadRequest)),
+            };
+            let body = bound
+                .get(crate::format::BODY_INPUT)
+                .map(|b| (*b).to_owned());
+            env.emit(RunEvent::NodeStarted {
+                node: node.id.clone(),
+            });
+            return Start::Running(Box::pin(run_service(node, index, path, body, env)));
+        }
         FlowNodeKind::Ai { .. } => {
             let planned = plan.iter().find(|(id, _)| *id == node.id).map(|(_, p)| p);
             if let Some(NodePlan::Skip(reason)) = planned {
@@ -327,6 +513,35 @@ async fn run_ai<E: NodeEnv>(node: &FlowNode, index: usize, prompt: String, env: 
                 ..summary(node, NodeStatus::Ok, Some(since))
             },
             value: Some(ai.text),
+        },
+        Err(e) => Done {
+            index,
+            summary: summary(node, NodeStatus::Failed(e), Some(since)),
+            value: None,
+        },
+    }
+}
+
+async fn run_service<E: NodeEnv>(
+    node: &FlowNode,
+    index: usize,
+    path: Result<String, NodeError>,
+    body: Option<String>,
+    env: &E,
+) -> Done {
+    let since = Instant::now();
+    let result = match path {
+        Ok(path) => env.run_service(node, path, body).await,
+        Err(e) => Err(e),
+    };
+    // The response is kept in the spool like an output's value, so that
+    // `flow runs show` lists what each request brought back.
+    let result = result.and_then(|text| env.write_output(&node.id, &text).map(|()| text));
+    match result {
+        Ok(text) => Done {
+            index,
+            summary: summary(node, NodeStatus::Ok, Some(since)),
+            value: Some(text),
         },
         Err(e) => Done {
             index,

@@ -14,6 +14,11 @@ pub struct Flow {
     pub name: String,
     pub nodes: Vec<FlowNode>,
     pub edges: Vec<FlowEdge>,
+    /// The flow's `[settings]` table: `key = "value"` strings sorted by key
+    /// (`services.allow_ai_output = "true"`). Keys are setting keys
+    /// (`[a-z0-9_.]{1,64}`); the broker applies them through the policy,
+    /// which refuses any key the enterprise policy locks.
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,6 +104,7 @@ fn status() -> BrokerStatus {
         broker_uid: 1000,
         uptime_secs: 3600,
         waivers: vec![],
+        gateway_absent: None,
         components: vec![
             ComponentStatus {
                 component: Component::Executor,

@@ -296,6 +296,59 @@ impl Auditor {
             signal,
         });
     }
+    /// The effective egress switches at start.
+    pub fn egress_policy(&self, cloud: bool, services: bool, hub: bool, gateway: bool) {
+        self.write(Event::EgressPolicy {
+            cloud,
+            services,
+            hub,
+            gateway,
+        });
+    }
+    /// An attempt to change a locked key. Keys come from a closed list; one
+    /// that breaks the id rule is not written (it cannot be a real key).
+    pub fn setting_refused(&self, key: &str, source: audit::SettingSource) {
+        if let Ok(key) = audit::SettingKey::parse(key) {
+            self.write(Event::SettingRefused { key, source });
+        }
+    }
+    pub fn connection_added(&self, name: &str, store: audit::KeyStore) {
+        if let Ok(name) = audit::ConnectionName::parse(name) {
+            self.write(Event::ConnectionAdded { name, store });
+        }
+    }
+    pub fn connection_removed(&self, name: &str, store: audit::KeyStore) {
+        if let Ok(name) = audit::ConnectionName::parse(name) {
+            self.write(Event::ConnectionRemoved { name, store });
+        }
+    }
+    pub fn model_pulled(
+        &self,
+        m: &crate::models::store::StoredModel,
+        bytes: u64,
+        resumed_from: u64,
+    ) {
+        self.write(Event::ModelPulled {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            digest: m.digest,
+            bytes,
+            resumed_from,
+        });
+    }
+    /// A failed pull; an id or version that breaks the id rules (the user
+    /// typed it) is not written as it is.
+    pub fn model_pull_failed(&self, id: &str, version: Option<&str>, reason: audit::PullFailure) {
+        let Ok(id) = audit::ModelId::parse(id) else {
+            return;
+        };
+        let version = version.and_then(|v| audit::Version::parse(v).ok());
+        self.write(Event::ModelPullFailed {
+            id,
+            version,
+            reason,
+        });
+    }
     pub fn model_imported(&self, m: &crate::models::store::StoredModel) {
         self.write(Event::ModelImported {
             id: m.id.clone(),

@@ -82,6 +82,18 @@ async fn handle(shared: Arc<Shared>, conn: Stream) {
             }
             continue;
         }
+        if let ControlRequest::ModelPull { id, version } = req {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(super::pull::serve(shared.clone(), id, version, tx));
+            while let Some(resp) = rx.recv().await {
+                if ch.send(&resp).await.is_err() {
+                    // The CLI went away; the download finishes (or stops
+                    // with its partial file kept for a resume).
+                    return;
+                }
+            }
+            continue;
+        }
         let down = matches!(req, ControlRequest::Down);
         let resp = answer(&shared, req).await;
         if ch.send(&resp).await.is_err() {
@@ -112,12 +124,18 @@ async fn answer(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         ControlRequest::Run { .. } => ControlResponse::Error(ControlError::Refused),
         ControlRequest::RunRemove(run) => super::runs::remove(shared, &run),
         ControlRequest::ModelsList => models_list(shared, None),
-        // PLACEHOLDER(issue 4): filled in by the policy/keyring and hub changes.
-        ControlRequest::ModelPull { .. }
-        | ControlRequest::ConnectionAdd { .. }
-        | ControlRequest::ConnectionList
-        | ControlRequest::ConnectionRemove { .. }
-        | ControlRequest::SetSetting { .. } => ControlResponse::Error(ControlError::Refused),
+        // PLACEHOLDER(issue 4): filled in by the hub change.
+        ControlRequest::ModelPull { .. } => ControlResponse::Error(ControlError::Refused),
+        ControlRequest::ConnectionAdd { name, secret } => {
+            super::settings_ctl::connection_add(shared, name, secret).await
+        }
+        ControlRequest::ConnectionList => super::settings_ctl::connection_list(shared).await,
+        ControlRequest::ConnectionRemove { name } => {
+            super::settings_ctl::connection_remove(shared, name).await
+        }
+        ControlRequest::SetSetting { key, value } => {
+            super::settings_ctl::set_setting(shared, key, value).await
+        }
         ControlRequest::ModelImport { path } => {
             let shared2 = shared.clone();
             let r = tokio::task::spawn_blocking(move || {
@@ -226,7 +244,7 @@ async fn ping(shared: &Arc<Shared>, count: u32, payload: Vec<u8>) -> ControlResp
     }
 }
 
-fn row(m: &crate::models::store::StoredModel, verified: Option<bool>) -> proto::msg::ModelRow {
+pub(super) fn row(m: &crate::models::store::StoredModel, verified: Option<bool>) -> proto::msg::ModelRow {
     proto::msg::ModelRow {
         id: m.id.as_str().to_string(),
         version: m.version.as_str().to_string(),

@@ -3,14 +3,17 @@
 //! Start-up order: resolve paths, fail closed if a sandbox layer is missing,
 //! open the audit log, (as root) drop every capability the broker does not
 //! need, bind the control socket, start the spawner thread, then supervise
-//! the executor and the reasoning worker. The egress gateway is never
-//! started: no policy can enable it in this version.
+//! the executor and the reasoning worker, and the egress gateway only when
+//! the effective policy enables an egress exception (`gateway.rs`).
 
 mod auditing;
 mod captable;
 mod control;
+pub mod gateway;
 pub mod llama;
+mod pull;
 mod runs;
+mod settings_ctl;
 pub mod spawn;
 pub mod supervise;
 
@@ -107,7 +110,17 @@ pub struct Shared {
     pub ping_lock: tokio::sync::Mutex<()>,
     pub store: crate::models::store::Store,
     pub catalog: crate::models::catalog::Catalog,
-    pub settings: crate::settings::Settings,
+    /// The effective settings (policy, settings file, `--set`, runtime
+    /// changes): read through [`Shared::effective`], the only path to a
+    /// setting.
+    effective: Mutex<crate::policy::Effective>,
+    /// The OS keyring holding connection credentials.
+    pub credentials: crate::credentials::Credentials,
+    /// The service catalog (built-in and the user's), read at start.
+    pub services: crate::services::ServiceCatalog,
+    /// Why the egress gateway is not running, decided at start: the
+    /// effective policy, or its sandbox cannot be applied. `None`: it runs.
+    gateway_absent: Option<String>,
     /// Whether the llama-server profile can be applied on this host, checked
     /// once at start (the probes fork); AI nodes are skipped if not.
     pub llama_sandbox_ok: bool,
@@ -120,6 +133,25 @@ impl Shared {
     pub fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock is a bug; keep serving with the data.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn effective(&self) -> MutexGuard<'_, crate::policy::Effective> {
+        self.effective.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the egress gateway is not running (`flow status`), if it is not.
+    pub fn gateway_absent(&self) -> Option<String> {
+        self.gateway_absent.clone()
+    }
+
+    /// Whether connection `name` has a credential in the keyring, bound to
+    /// the origin of a catalog entry that uses it.
+    pub fn credential_present(&self, name: &str) -> bool {
+        self.services
+            .entries()
+            .iter()
+            .filter(|e| e.credential_name() == Some(name))
+            .any(|e| matches!(self.credentials.get(name, &e.origin), Ok(Some(_))))
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -156,7 +188,7 @@ impl Shared {
             }
         }
         proto::msg::BrokerStatus {
-            gateway_absent: None,
+            gateway_absent: self.gateway_absent(),
             broker_pid: std::process::id(),
             broker_uid: rustix::process::geteuid().as_raw(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -178,7 +210,7 @@ fn own_seccomp_filters() -> u32 {
 }
 
 /// `flow up`. Returns the process exit code.
-pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
+pub fn run(waivers: Waivers, sets: &[(String, String)]) -> anyhow::Result<i32> {
     // Still single-threaded: nothing below may start a thread before the
     // checks and the capability drop are done.
     let paths = Paths::from_env()?;
@@ -194,9 +226,24 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
     }
     ensure_private_dir(&paths.state)?;
     ensure_private_dir(&paths.logs())?;
-    let settings = crate::settings::Settings::load(&paths.settings())?;
+    let (effective, refusals) = crate::policy::Effective::load(&paths.settings(), sets)?;
     let audit = Auditor::open(&paths.audit_log(), &waivers)
         .with_context(|| format!("cannot open the audit log {}", paths.audit_log().display()))?;
+    // A locked key wins over the settings file and `--set`: the broker
+    // starts with the policy's value, and each attempt is audited.
+    // A locked key wins over the settings file: the broker starts with the
+    // policy's value. Each attempt is audited; an explicit `flow up --set`
+    // of a locked key is refused outright, since it cannot be honoured.
+    let mut cli_refused = false;
+    for r in &refusals {
+        audit.setting_refused(r.audit_key().as_str(), r.audit_source());
+        eprintln!("flow up: {}", effective.refusal_error(r));
+        cli_refused |= r.source == crate::policy::Source::Cli;
+    }
+    if cli_refused {
+        eprintln!("flow up: refusing to start: a --set names a key the enterprise policy locks; drop that --set");
+        return Ok(2);
+    }
 
     // Fail closed: refuse to start if a profile we need cannot be applied.
     for (c, profile) in COMPONENTS.map(|c| (c, profile_of(c))) {
@@ -240,6 +287,28 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         // llama-server runs as the sandbox uid and reads its model by path.
         make_traversable(store.dir());
     }
+    let services = crate::services::ServiceCatalog::load(&paths.config)
+        .context("the service catalog is invalid")?;
+    // The gateway exists only when an egress exception is on, and only if
+    // its own sandbox can be applied (fail closed: egress off, not the
+    // broker down).
+    let gateway_absent = match effective.gateway_absent_reason() {
+        Some(why) => Some(why),
+        None => match sandbox::doctor::preflight(ProfileName::EgressGateway, &waivers) {
+            Ok(()) => None,
+            Err(e) => {
+                audit.refused_layer(&e);
+                eprintln!("flow up: egress stays off: the egress-gateway sandbox cannot be applied: {e}");
+                Some(format!("the egress-gateway sandbox cannot be applied: {e}"))
+            }
+        },
+    };
+    audit.egress_policy(
+        effective.cloud_enabled(),
+        effective.services_enabled(),
+        effective.hub_enabled(),
+        gateway_absent.is_none(),
+    );
     let catalog = crate::models::catalog::Catalog::builtin()
         .context("the built-in model catalog is invalid")?;
     let bin_dir = std::env::current_exe()
@@ -258,6 +327,13 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
     for c in COMPONENTS {
         state.comps.insert(c, CompState::new());
     }
+    if gateway_absent.is_none() {
+        state.comps.insert(Component::EgressGateway, CompState::new());
+    }
+    let credentials = crate::credentials::Credentials::open().unwrap_or_else(|e| {
+        eprintln!("flow up: connections that need a credential are unavailable: {e}");
+        crate::credentials::Credentials::unavailable(&e)
+    });
     let shared = Arc::new(Shared {
         started: Instant::now(),
         paths,
@@ -272,7 +348,10 @@ pub fn run(waivers: Waivers) -> anyhow::Result<i32> {
         ping_lock: tokio::sync::Mutex::new(()),
         store,
         catalog,
-        settings,
+        effective: Mutex::new(effective),
+        credentials,
+        services,
+        gateway_absent,
         llama_sandbox_ok,
         llama: Mutex::new(llama::LlamaState::default()),
         llama_start: tokio::sync::Mutex::new(()),
@@ -298,7 +377,8 @@ async fn serve(shared: Arc<Shared>, signals: OwnedFd) -> anyhow::Result<i32> {
         shared.paths.control_socket().display()
     );
     let mut tasks = Vec::new();
-    for c in COMPONENTS {
+    let supervised: Vec<Component> = shared.state().comps.keys().copied().collect();
+    for c in supervised {
         tasks.push(tokio::spawn(supervise::supervise(shared.clone(), c)));
     }
     let ctl = tokio::spawn(control::serve(shared.clone(), listener));

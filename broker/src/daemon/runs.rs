@@ -11,6 +11,7 @@ use proto::bootstrap::send_async;
 use proto::flow::{Flow, FlowNodeKind, NodePlan, NodeStatus, RunEvent, RunId, SkipReason};
 use proto::msg::{BrokerMsg, Component, ComponentState, ControlError, ControlResponse};
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 fn failed(msg: impl Into<String>) -> ControlResponse {
@@ -35,6 +36,13 @@ async fn plan(
         else {
             continue;
         };
+        if shared.store.get(model, None).is_none() && shared.effective().hub_enabled() {
+            // First use of a missing model: pull it from the hub. A failure
+            // is audited and the node is skipped as ModelMissing below.
+            if let Err(e) = super::pull::pull(shared, model, None, |_, _| {}).await {
+                eprintln!("flow: pulling model '{model}' on first use failed: {e}");
+            }
+        }
         let decision = match decide(
             shared,
             model,
@@ -95,7 +103,7 @@ fn decide(
     }
     let avail = crate::models::mem_available_mb().unwrap_or(0);
     let floor = shared
-        .settings
+        .effective()
         .memory_floor_mb(stored.id.as_str(), stored.entry.memory_floor_mb);
     if avail < floor {
         return Err(SkipReason::BelowMemoryFloor);
@@ -140,6 +148,35 @@ pub async fn serve(
         send(failed(e.to_string())).await;
         return;
     }
+    // A flow file's [settings] apply to this run only; a key the enterprise
+    // policy locks is refused and audited.
+    let with_flow = shared.effective().with_flow_settings(&flow.settings);
+    let eff = match with_flow {
+        Ok(e) => e,
+        Err(e) => {
+            // A locked key, or a flow trying to widen egress: both refused
+            // and audited.
+            if let crate::policy::PolicyError::Locked { key, .. }
+            | crate::policy::PolicyError::FlowFileWidens { key, .. } = &e
+            {
+                shared.audit.setting_refused(
+                    crate::policy::audit_key(key).as_str(),
+                    audit::SettingSource::FlowFile,
+                );
+            }
+            send(failed(format!("invalid flow: {e}"))).await;
+            return;
+        }
+    };
+    let services = match crate::services::plan_services(&flow, &eff, &shared.services, &|name| {
+        shared.credential_present(name)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            send(failed(format!("invalid flow: {e}"))).await;
+            return;
+        }
+    };
     let Some(exec_boot) = shared
         .state()
         .comps
@@ -160,12 +197,52 @@ pub async fn serve(
             return;
         }
     };
+    // One Egress capability per service node, on its one connection, with
+    // the taint the broker computed (the holder cannot change either).
+    let mut egress = Vec::new();
+    if !services.is_empty() {
+        // Credentials may have changed since the gateway was configured.
+        if let Err(e) = super::gateway::configure(shared).await {
+            send(failed(format!("service nodes cannot run: {e}"))).await;
+            return;
+        }
+    }
+    for sp in &services {
+        let granted = super::gateway::grant(
+            shared,
+            Component::Executor,
+            vec![sp.service.clone()],
+            sp.body_from_ai,
+        )
+        .await;
+        let (grant, fd) = match granted {
+            Ok(g) => g,
+            Err(e) => {
+                revoke_all(shared, &egress).await;
+                send(failed(format!("service node '{}' cannot run: {e}", sp.node))).await;
+                return;
+            }
+        };
+        let id = grant.id;
+        egress.push((sp.node.clone(), id));
+        if send_async(&exec_boot, &BrokerMsg::Grant(vec![grant]), &[fd.as_fd()])
+            .await
+            .is_err()
+        {
+            revoke_all(shared, &egress).await;
+            send(ControlResponse::Error(ControlError::ComponentUnavailable(
+                Component::Executor,
+            )))
+            .await;
+            return;
+        }
+    }
     let run = executor::spool::fresh_run_id();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     shared.state().runs.insert(run.clone(), tx);
     let nodes = flow.nodes.len() as u32;
     let msg = BrokerMsg::Run {
-        egress: Vec::new(),
+        egress: egress.clone(),
         run: run.clone(),
         flow: flow.clone(),
         inputs,
@@ -173,6 +250,7 @@ pub async fn serve(
     };
     if send_async(&exec_boot, &msg, &[]).await.is_err() {
         shared.state().runs.remove(&run);
+        revoke_all(shared, &egress).await;
         send(ControlResponse::Error(ControlError::ComponentUnavailable(
             Component::Executor,
         )))
@@ -209,9 +287,16 @@ pub async fn serve(
         }
     }
     shared.state().runs.remove(&run);
+    revoke_all(shared, &egress).await;
     // Retention is applied after a run, off the path of its first token.
     let shared2 = shared.clone();
     let _ = tokio::task::spawn_blocking(move || prune_spool(&shared2)).await;
+}
+
+async fn revoke_all(shared: &Arc<Shared>, egress: &[(String, proto::msg::CapId)]) {
+    for (_, id) in egress {
+        super::gateway::revoke(shared, *id).await;
+    }
 }
 
 /// Remove a run from the spool (the broker can read the executor's spool;
@@ -232,7 +317,7 @@ pub fn remove(shared: &Arc<Shared>, run: &RunId) -> ControlResponse {
 
 /// Apply the retention setting before each run.
 fn prune_spool(shared: &Arc<Shared>) {
-    let days = shared.settings.spool.retention_days;
+    let days = shared.effective().retention_days();
     if days == 0 {
         return;
     }

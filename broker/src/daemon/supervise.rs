@@ -135,6 +135,13 @@ fn component_args(shared: &Shared, c: Component) -> Vec<OsString> {
         args.push("--waive".into());
         args.push(w.into());
     }
+    if c == Component::EgressGateway {
+        // Landlock's network rules: the only TCP ports it may connect to.
+        for port in super::gateway::connect_ports(shared) {
+            args.push("--connect-port".into());
+            args.push(port.to_string().into());
+        }
+    }
     args
 }
 
@@ -341,6 +348,11 @@ async fn start(shared: &Arc<Shared>, c: Component) -> Result<Running, StartError
         }
     }
     grant_reasoning_if_ready(shared).await;
+    if c == Component::EgressGateway {
+        if let Err(e) = super::gateway::configure(shared).await {
+            eprintln!("flow: cannot configure the egress gateway: {e}");
+        }
+    }
     if c == Component::ReasoningWorker {
         super::llama::grant_model_conns(shared).await;
     }

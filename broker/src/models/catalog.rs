@@ -21,6 +21,10 @@ pub const BUILTIN: &str = include_str!("../../../deploy/catalog.toml");
 /// How errors name the built-in catalog.
 pub const BUILTIN_ORIGIN: &str = "deploy/catalog.toml (built in)";
 
+/// The file name a hub serves a model under when its entry names no
+/// `kind = "file"` source.
+pub const HUB_DEFAULT_FILE: &str = "model.gguf";
+
 /// The longest `description`, in characters.
 pub const MAX_DESCRIPTION: usize = 1024;
 
@@ -212,6 +216,15 @@ impl Catalog {
         newest(self.entries.iter().filter(|e| e.id == *id), |e| &e.version)
     }
 
+    /// `id` at `version`, or its newest version (see [`Catalog::latest`])
+    /// when `version` is `None`.
+    pub fn find(&self, id: &ModelId, version: Option<&Version>) -> Option<&CatalogEntry> {
+        match version {
+            Some(v) => self.get(id, v),
+            None => self.latest(id),
+        }
+    }
+
     /// The largest `size` of any entry: no file larger than this can match.
     pub fn max_size(&self) -> Option<u64> {
         self.entries.iter().map(|e| e.size).max()
@@ -235,6 +248,20 @@ impl CatalogEntry {
         let entry: CatalogEntry = toml::from_str(src).map_err(|e| toml_error(src, origin, &e))?;
         check_entry(&entry, src, origin, 0..src.len())?;
         Ok(entry)
+    }
+
+    /// The file name the Model Hub serves this entry's model under
+    /// (`models/<id>/<version>/<file>`): the name of its first
+    /// `kind = "file"` source, else `model.gguf`. Derived from the entry
+    /// alone, so a hub request names nothing but the model's id and version.
+    pub fn hub_file_name(&self) -> &str {
+        self.sources
+            .iter()
+            .find_map(|s| match s {
+                Source::File { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .unwrap_or(HUB_DEFAULT_FILE)
     }
 
     /// The entry as a TOML document (what a store keeps beside the model).
@@ -709,5 +736,21 @@ sources = [{{ kind = "file", name = "m.gguf" }}]
         let c = Catalog::parse(&only_pre, "cat.toml").unwrap();
         assert_eq!(c.latest(&m).unwrap().version.as_str(), "2.0.0-rc.2");
         assert_eq!(c.max_size(), Some(100));
+        assert_eq!(c.find(&m, None).unwrap().version.as_str(), "2.0.0-rc.2");
+        let rc1 = Version::parse("2.0.0-rc.1").unwrap();
+        assert_eq!(c.find(&m, Some(&rc1)).unwrap().version, rc1);
+        assert_eq!(c.find(&m, Some(&Version::parse("9.0.0").unwrap())), None);
+    }
+
+    #[test]
+    fn the_hub_file_name_comes_from_the_entry() {
+        let c = Catalog::builtin().unwrap();
+        assert_eq!(
+            c.entries()[0].hub_file_name(),
+            "SmolLM2-135M-Instruct.Q4_1.gguf"
+        );
+        let mut e = c.entries()[0].clone();
+        e.sources.retain(|s| !matches!(s, Source::File { .. }));
+        assert_eq!(e.hub_file_name(), HUB_DEFAULT_FILE);
     }
 }

@@ -1,5 +1,6 @@
 //! Models: the catalog of model files Flow accepts, the store that keeps
-//! verified copies of them, and the checks made before one is run.
+//! verified copies of them, downloads from the Model Hub, and the checks
+//! made before one is run.
 //!
 //! **Invariant:** a model file reaches llama-server only as the open file
 //! descriptor whose contents [`Store::open_verified`] hashed against the
@@ -7,6 +8,7 @@
 
 pub mod catalog;
 mod gguf;
+pub mod hub;
 pub mod store;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError, Source};

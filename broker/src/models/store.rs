@@ -5,14 +5,19 @@
 //!   <id>/<version>/model.gguf            0444, sha256 = the entry's sha256
 //!   <id>/<version>/entry.toml            0444, the catalog entry it was verified against
 //!   .import-<pid>-<n>                    a copy being imported (removed on failure)
+//!   .partial/                            0700, downloads in progress (kept for a resume)
+//!     <id>@<version>.part                0600, the bytes received so far
+//!     <id>@<version>.validator           0600, the hub's ETag (or Last-Modified) for them
 //! ```
 //!
 //! Every way in ([`Store::import_file`] for a local file, [`Store::import_reader`]
-//! for a download) goes through one path: check the GGUF header, copy into a
-//! temporary file in the store while hashing, `fsync`, compare digest and size
-//! with the catalog, write `entry.toml`, then `rename` the copy into place. A
-//! model is in the store only once both files are there; a crash leaves at most
-//! a temporary file, which the next [`Store::open`] removes.
+//! for a stream, [`Store::install_partial`] for a resumable download) goes
+//! through one path: check the GGUF header, write into a file in the store
+//! while hashing, `fsync`, compare digest and size with the catalog entry,
+//! write `entry.toml`, then `rename` the file into place. A model is in the
+//! store only once both files are there; a crash leaves at most a temporary
+//! file, which the next [`Store::open`] removes, or a partial download, which
+//! the next pull of that model resumes.
 //!
 //! **Invariant:** a `model.gguf` is only ever created by that `rename`, after
 //! its bytes were hashed and matched. Importing again replaces it with bytes
@@ -36,6 +41,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MODEL_FILE: &str = "model.gguf";
 const ENTRY_FILE: &str = "entry.toml";
 const TEMP_PREFIX: &str = ".import-";
+const PARTIAL_DIR: &str = ".partial";
+/// Longest validator (ETag or Last-Modified) kept beside a partial download.
+pub const MAX_VALIDATOR: usize = 512;
 const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +127,9 @@ pub enum StoreError {
 
     #[error("stored model at {path} is damaged ({reason}): remove that directory and import the model again")]
     Damaged { path: PathBuf, reason: String },
+
+    #[error("another download of model {id} {version} is in progress: wait for it to finish")]
+    Busy { id: ModelId, version: Version },
 
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -269,6 +280,153 @@ impl Store {
             });
         }
         self.install(copy, entry)
+    }
+
+    /// Open (or start) the partial download of `entry`'s model, locked
+    /// against a second download of the same model (even from this process),
+    /// and hash the bytes it already holds. A partial longer than the entry,
+    /// or whose first bytes are not a GGUF header, is emptied: it cannot be
+    /// resumed.
+    pub fn open_partial(&self, entry: &CatalogEntry) -> Result<Partial> {
+        let dir = self.dir.join(PARTIAL_DIR);
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(io("create", &dir, source)),
+        }
+        let meta = std::fs::symlink_metadata(&dir).map_err(|source| io("read", &dir, source))?;
+        if !meta.file_type().is_dir() {
+            return Err(StoreError::Damaged {
+                path: dir,
+                reason: format!("it is a {}", file_kind(&meta.file_type())),
+            });
+        }
+        let stem = format!("{}@{}", entry.id, entry.version);
+        let path = dir.join(format!("{stem}.part"));
+        let validator_path = dir.join(format!("{stem}.validator"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+            .map_err(|source| io("open", &path, source))?;
+        let meta = file
+            .metadata()
+            .map_err(|source| io("open", &path, source))?;
+        if !meta.file_type().is_file() {
+            return Err(StoreError::Damaged {
+                path,
+                reason: format!("it is a {}", file_kind(&meta.file_type())),
+            });
+        }
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StoreError::Busy {
+                    id: entry.id.clone(),
+                    version: entry.version.clone(),
+                })
+            }
+            Err(e) => return Err(io("lock", &path, e.into())),
+        }
+        let mut partial = Partial {
+            file,
+            path,
+            validator_path,
+            entry: entry.clone(),
+            hasher: Sha256::new(),
+            size: 0,
+            head: Vec::with_capacity(GGUF_HEADER_LEN),
+            validator: None,
+        };
+        // Hash what an earlier attempt left: the digest is over the whole
+        // file. Read at most one byte more than the entry's size.
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let want = usize::try_from(entry.size.saturating_add(1) - partial.size)
+                .unwrap_or(CHUNK)
+                .min(CHUNK);
+            if want == 0 {
+                break;
+            }
+            let n = match partial.file.read_at(&mut buf[..want], partial.size) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(io("read", &partial.path, source)),
+            };
+            if partial.head.len() < GGUF_HEADER_LEN {
+                let take = (GGUF_HEADER_LEN - partial.head.len()).min(n);
+                partial.head.extend_from_slice(&buf[..take]);
+            }
+            partial.hasher.update(&buf[..n]);
+            partial.size += n as u64;
+        }
+        let header_ok =
+            partial.head.len() < GGUF_HEADER_LEN || check_gguf_header(&partial.head).is_ok();
+        if partial.size > entry.size || !header_ok {
+            partial.restart()?;
+            return Ok(partial);
+        }
+        partial.validator = read_validator(&partial.validator_path);
+        Ok(partial)
+    }
+
+    /// Verify a finished download (size, GGUF header, sha256 over every byte
+    /// of the partial file, against the entry it was opened for) and move it
+    /// into the store as that model. On a mismatch the partial file is
+    /// deleted: those bytes can never become the model.
+    pub fn install_partial(&self, mut partial: Partial) -> Result<StoredModel> {
+        let entry = partial.entry.clone();
+        let from = format!("the data received for {} {}", entry.id, entry.version);
+        let checked = check_size(&entry, partial.size, &from)
+            .and_then(|()| {
+                check_gguf_header(&partial.head).map_err(|source| StoreError::NotGguf {
+                    from: from.clone(),
+                    source,
+                })
+            })
+            .and_then(|_| {
+                let digest = Digest(std::mem::take(&mut partial.hasher).finalize().into());
+                if digest == entry.sha256 {
+                    Ok(digest)
+                } else {
+                    Err(StoreError::DigestMismatch {
+                        id: entry.id.clone(),
+                        version: entry.version.clone(),
+                        expected: entry.sha256.to_hex(),
+                        actual: digest.to_hex(),
+                    })
+                }
+            });
+        let digest = match checked {
+            Ok(digest) => digest,
+            Err(e) => {
+                partial.discard();
+                return Err(e);
+            }
+        };
+        partial
+            .file
+            .sync_all()
+            .map_err(|source| io("sync", &partial.path, source))?;
+        let _ = std::fs::remove_file(&partial.validator_path);
+        let Partial {
+            file, path, size, ..
+        } = partial;
+        let copy = Ingested {
+            temp: TempFile {
+                file,
+                path,
+                keep: false,
+            },
+            digest,
+            size,
+        };
+        self.install(copy, &entry)
     }
 
     /// Every complete model in the store, by id then version. A damaged
@@ -548,26 +706,192 @@ impl Store {
         })
     }
 
-    /// Remove `.import-<pid>-*` files whose process is gone.
+    /// Remove `.import-<pid>-*` files whose process is gone (in the store and
+    /// in its `.partial` directory; partial downloads themselves are kept).
     fn remove_stale_temps(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+        remove_stale_temps_in(&self.dir);
+        remove_stale_temps_in(&self.dir.join(PARTIAL_DIR));
+    }
+}
+
+fn remove_stale_temps_in(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-                continue;
-            };
-            let alive = rest
-                .split('-')
-                .next()
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !alive {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        let alive = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// A download in progress: `.partial/<id>@<version>.part` in the store,
+/// opened by [`Store::open_partial`] and locked while this value lives. Every
+/// byte appended is hashed on the way in; [`Store::install_partial`] checks
+/// the result and moves the file into the store.
+pub struct Partial {
+    file: File,
+    path: PathBuf,
+    validator_path: PathBuf,
+    entry: CatalogEntry,
+    /// Over bytes `0..size` of the file.
+    hasher: Sha256,
+    size: u64,
+    /// The first [`GGUF_HEADER_LEN`] bytes (fewer while the file is shorter).
+    head: Vec<u8>,
+    validator: Option<String>,
+}
+
+impl std::fmt::Debug for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partial")
+            .field("path", &self.path)
+            .field(
+                "model",
+                &format_args!("{} {}", self.entry.id, self.entry.version),
+            )
+            .field("size", &self.size)
+            .field("validator", &self.validator.is_some())
+            .finish()
+    }
+}
+
+impl Partial {
+    /// Bytes held so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// The entry this download is verified against.
+    pub fn entry(&self) -> &CatalogEntry {
+        &self.entry
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The hub's validator (a strong ETag or a Last-Modified date) for the
+    /// bytes held, if one was saved: what `If-Range` must carry to resume.
+    pub fn validator(&self) -> Option<&str> {
+        self.validator.as_deref()
+    }
+
+    /// Save the validator of the response being written (kept beside the
+    /// partial file, 0600). A value that is not one line of printable ASCII
+    /// of at most [`MAX_VALIDATOR`] bytes is not kept: the download can then
+    /// only start over.
+    pub fn set_validator(&mut self, value: Option<&str>) -> Result<()> {
+        let value = value.filter(|v| valid_validator(v));
+        if self.validator.as_deref() == value {
+            return Ok(());
+        }
+        match value {
+            Some(v) => {
+                let dir = self.validator_path.parent().unwrap_or(Path::new("."));
+                let mut temp = TempFile::create(dir)?;
+                temp.file
+                    .write_all(v.as_bytes())
+                    .map_err(|source| io("write", &temp.path, source))?;
+                temp.persist(&self.validator_path, 0o600)?;
+            }
+            None => match std::fs::remove_file(&self.validator_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io("remove", &self.validator_path, source)),
+            },
+        }
+        self.validator = value.map(str::to_owned);
+        Ok(())
+    }
+
+    /// Empty the file (and forget the validator): the download starts over.
+    pub fn restart(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .map_err(|source| io("truncate", &self.path, source))?;
+        self.hasher = Sha256::new();
+        self.size = 0;
+        self.head.clear();
+        self.set_validator(None)
+    }
+
+    /// Append `chunk`, hashing it. Refused (nothing written) past the entry's
+    /// size, and as soon as the first bytes are not a GGUF header.
+    pub fn append(&mut self, chunk: &[u8]) -> Result<()> {
+        let from = || {
+            format!(
+                "the data received for {} {}",
+                self.entry.id, self.entry.version
+            )
+        };
+        if self.size.saturating_add(chunk.len() as u64) > self.entry.size {
+            return Err(StoreError::Oversize {
+                id: self.entry.id.clone(),
+                version: self.entry.version.clone(),
+                from: from(),
+                expected: self.entry.size,
+            });
+        }
+        if self.head.len() < GGUF_HEADER_LEN {
+            let take = (GGUF_HEADER_LEN - self.head.len()).min(chunk.len());
+            let mut head = self.head.clone();
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() == GGUF_HEADER_LEN {
+                check_gguf_header(&head).map_err(|source| StoreError::NotGguf {
+                    from: from(),
+                    source,
+                })?;
+            }
+            self.head = head;
+        }
+        self.file
+            .write_all_at(chunk, self.size)
+            .map_err(|source| io("write", &self.path, source))?;
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Delete the partial file and its validator.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.validator_path);
+    }
+}
+
+fn valid_validator(v: &str) -> bool {
+    !v.is_empty() && v.len() <= MAX_VALIDATOR && v.bytes().all(|c| (0x20..0x7f).contains(&c))
+}
+
+/// The saved validator, if it is there and well-formed.
+fn read_validator(path: &Path) -> Option<String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX_VALIDATOR as u64 + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    valid_validator(&text).then_some(text)
 }
 
 /// A hashed copy waiting in the store directory.

@@ -1,4 +1,5 @@
 use super::*;
+use proto::egress::Method;
 
 const HAIKU_TOML: &str = r#"name = "haiku"
 [[nodes]]
@@ -101,6 +102,7 @@ fn haiku_flow() -> Flow {
             edge("prompt", "answer", "prompt"),
             edge("answer", "out", "value"),
         ],
+        settings: Vec::new(),
     }
 }
 
@@ -335,7 +337,7 @@ fn unknown_kind() {
     let err = parse_str(&text, Format::Toml).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "flow:14: node 'x': field 'kind': unknown kind 'llm': use input, template, ai or output"
+        "flow:14: node 'x': field 'kind': unknown kind 'llm': use input, template, ai, output or service"
     );
 }
 
@@ -830,4 +832,537 @@ fn validate_checks_flows_from_ipc() {
             id: "../x".into()
         })
     );
+}
+
+// ---------------------------------------------------------------------------
+// Service nodes and settings.
+
+/// `small` plus a service node `s` with `fields`; `edges` are appended.
+fn with_service(fields: &str, edges: &str) -> String {
+    small(
+        &format!("[[nodes]]\nid = \"s\"\nkind = \"service\"\n{fields}\n"),
+        edges,
+    )
+}
+
+const GET_ITEM: &str = "service = \"api\"\nmethod = \"GET\"\npath = \"/items/{id}\"";
+
+fn service(service: &str, method: Method, path: &str, content_type: Option<&str>) -> FlowNodeKind {
+    FlowNodeKind::Service {
+        service: service.into(),
+        method,
+        path: path.into(),
+        content_type: content_type.map(str::to_owned),
+    }
+}
+
+const SERVICE_TOML: &str = r#"name = "svc"
+[settings]
+"services.allow_ai_output" = "true"
+"a.b" = "x"
+[[nodes]]
+id = "id"
+kind = "input"
+[[nodes]]
+id = "get"
+kind = "service"
+service = "example-api"
+method = "GET"
+path = "/items/{id}/raw?full=1"
+[[nodes]]
+id = "post"
+kind = "service"
+service = "example-api"
+method = "POST"
+path = "/notes"
+content_type = "application/json"
+[[edges]]
+from = "id"
+to = "get"
+input = "id"
+[[edges]]
+from = "get"
+to = "post"
+"#;
+
+const SERVICE_JSON: &str = r#"{
+  "name": "svc",
+  "settings": {"services.allow_ai_output": "true", "a.b": "x"},
+  "nodes": [
+    {"id": "id", "kind": "input"},
+    {"id": "get", "kind": "service", "service": "example-api", "method": "GET",
+     "path": "/items/{id}/raw?full=1"},
+    {"id": "post", "kind": "service", "service": "example-api", "method": "POST",
+     "path": "/notes", "content_type": "application/json"}
+  ],
+  "edges": [
+    {"from": "id", "to": "get", "input": "id"},
+    {"from": "get", "to": "post"}
+  ]
+}"#;
+
+#[test]
+fn service_nodes_and_settings_parse_the_same_in_toml_and_json() {
+    let flow = parse_str(SERVICE_TOML, Format::Toml).unwrap();
+    assert_eq!(
+        flow,
+        Flow {
+            name: "svc".into(),
+            nodes: vec![
+                node("id", FlowNodeKind::Input { default: None }),
+                node(
+                    "get",
+                    service("example-api", Method::Get, "/items/{id}/raw?full=1", None)
+                ),
+                node(
+                    "post",
+                    service(
+                        "example-api",
+                        Method::Post,
+                        "/notes",
+                        Some("application/json")
+                    )
+                ),
+            ],
+            // The default input of an edge into a service node is its body.
+            edges: vec![edge("id", "get", "id"), edge("get", "post", "body")],
+            // Sorted by key.
+            settings: vec![
+                ("a.b".into(), "x".into()),
+                ("services.allow_ai_output".into(), "true".into()),
+            ],
+        }
+    );
+    assert_eq!(parse_str(SERVICE_JSON, Format::Json).unwrap(), flow);
+    assert_eq!(validate(&flow), Ok(()));
+}
+
+#[test]
+fn shipped_service_example_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let flow = parse_file(&dir.join("service.toml")).unwrap();
+    let kinds: Vec<&FlowNodeKind> = flow
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, FlowNodeKind::Service { .. }))
+        .map(|n| &n.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            &service("example-api", Method::Get, "/items/{id}", None),
+            &service(
+                "example-api",
+                Method::Post,
+                "/notes",
+                Some("text/plain; charset=utf-8")
+            ),
+        ]
+    );
+    assert!(!body_from_ai(&flow, "fetch"));
+    assert!(!body_from_ai(&flow, "save"));
+}
+
+#[test]
+fn service_fields_are_required_and_checked() {
+    for (missing, field) in [
+        ("service = \"api\"\n", "service"),
+        ("method = \"GET\"\n", "method"),
+        ("path = \"/items/{id}\"", "path"),
+    ] {
+        let fields = GET_ITEM.replace(missing.trim_end(), "");
+        let (problem, line) = toml_problem(&with_service(&fields, ""));
+        assert_eq!(
+            (problem, line),
+            (
+                Problem::MissingField {
+                    node: "s".into(),
+                    kind: "service",
+                    field
+                },
+                Some(13)
+            ),
+            "{field}"
+        );
+    }
+    let (problem, line) = toml_problem(&with_service(&GET_ITEM.replace("GET", "get"), ""));
+    assert_eq!(
+        problem.to_string(),
+        "node 's': field 'method': 'get' is not a method: use GET, HEAD, POST, PUT, PATCH or DELETE"
+    );
+    assert_eq!(line, Some(16));
+    let (problem, line) = toml_problem(&with_service(&GET_ITEM.replace("\"api\"", "\"-api\""), ""));
+    assert_eq!(
+        problem.to_string(),
+        "node 's': field 'service': '-api' is not a service id: use the id of a service catalog entry (1 to 64 of a-z 0-9 . _ -, starting with a letter or digit)"
+    );
+    assert_eq!(line, Some(15));
+    let (problem, line) = toml_problem(&with_service(
+        &format!("{GET_ITEM}\ncontent_type = \"text/plain\\r\\nX-Evil: 1\""),
+        "",
+    ));
+    assert_eq!(
+        problem,
+        Problem::BadContentType {
+            node: "s".into(),
+            value: "text/plain\r\nX-Evil: 1".into()
+        }
+    );
+    assert_eq!(line, Some(18));
+    let (problem, _) = toml_problem(&with_service(&format!("{GET_ITEM}\nmodel = \"m\""), ""));
+    assert_eq!(
+        problem.to_string(),
+        "node 's': field 'model' does not apply to service nodes: remove it"
+    );
+    let (problem, _) = toml_problem(
+        &small("", "").replace("kind = \"output\"", "kind = \"output\"\nservice = \"api\""),
+    );
+    assert_eq!(
+        problem.to_string(),
+        "node 'o': field 'service' does not apply to output nodes: remove it"
+    );
+}
+
+#[test]
+fn service_path_rules() {
+    let cases: &[(&str, &str)] = &[
+        ("items", "'items' must start with '/': write the path below the service's base URL, e.g. \"/items/{id}\""),
+        ("/items/{id", "placeholder opened at character 7 is never closed: close it with '}' or write '{{' for a literal brace"),
+        ("/items/{Id}", "placeholder {Id} at character 7 is not a name: use 1 to 64 of a-z 0-9 _ - (write '{{' for a literal brace)"),
+        ("/a b", "'/a b' has a space at character 2: write the URL path only, with %XX for other bytes"),
+        ("/a#frag", "'/a#frag' has a fragment ('#') at character 2: write the URL path only, with %XX for other bytes"),
+        ("/caf\u{e9}", "'/caf\u{e9}' has a non-ASCII character at character 4: write the URL path only, with %XX for other bytes"),
+        ("/a%2", "'/a%2' has a '%' that starts no %XX escape at character 2: write the URL path only, with %XX for other bytes"),
+        ("/a\\b", "'/a\\b' has a character not allowed in a URL at character 2: write the URL path only, with %XX for other bytes"),
+        ("/a/{{x}}", "'/a/{{x}}' has a literal brace at character 3: write the URL path only, with %XX for other bytes"),
+        ("/a//b", "'/a//b' has an empty segment ('//'): remove it"),
+        ("/a/../b", "'/a/../b' has a '.' or '..' segment: write the path it stands for"),
+        ("/a/%2E%2e", "'/a/%2E%2e' has a '.' or '..' segment: write the path it stands for"),
+        ("/a/./b", "'/a/./b' has a '.' or '..' segment: write the path it stands for"),
+        ("/{body}", "placeholder {body} is reserved: input 'body' is the request body; rename the placeholder"),
+    ];
+    for (path, reason) in cases {
+        let fields = format!(
+            "service = \"api\"\nmethod = \"POST\"\npath = {}",
+            toml::Value::String((*path).to_owned())
+        );
+        let (problem, line) = toml_problem(&with_service(&fields, ""));
+        assert_eq!(
+            problem.to_string(),
+            format!("node 's': field 'path': {reason}"),
+            "{path}"
+        );
+        assert_eq!(line, Some(17), "{path}");
+    }
+    let long = format!("/{}", "a".repeat(MAX_SERVICE_PATH));
+    assert_eq!(check_service_path(&long), Err(PathProblem::TooLong));
+    // Good paths: the root, a trailing slash, a query, escapes, sub-delims.
+    for path in [
+        "/",
+        "/a/",
+        "/a?b=c&d={x}",
+        "/a%20b/c:d@e/f;g=h,i+j~k",
+        "/{x}.json",
+    ] {
+        assert_eq!(check_service_path(path), Ok(()), "{path}");
+    }
+    assert_eq!(
+        service_path_segments("/items/{id}/raw?q={q}"),
+        vec![Some("items"), None, Some("raw")]
+    );
+    assert_eq!(service_path_segments("/"), vec![Some("")]);
+    assert_eq!(service_path_segments("/{x}.json"), vec![None]);
+    assert_eq!(service_placeholders("/a/{x}?q={y}&r={x}"), vec!["x", "y"]);
+}
+
+#[test]
+fn service_edges_and_bindings() {
+    // The default input is the body, which a GET request does not have.
+    let (problem, line) = toml_problem(&with_service(
+        GET_ITEM,
+        "[[edges]]\nfrom = \"a\"\nto = \"s\"\ninput = \"id\"\n[[edges]]\nfrom = \"t\"\nto = \"s\"\n",
+    ));
+    assert_eq!(
+        problem.to_string(),
+        "edge 3 (t -> s): field 'input': a GET request has no body: bind 's's body only with POST, PUT, PATCH or DELETE, or name a placeholder of its path"
+    );
+    assert_eq!(line, Some(31));
+    let (problem, _) = toml_problem(&with_service(
+        GET_ITEM,
+        "[[edges]]\nfrom = \"a\"\nto = \"s\"\ninput = \"name\"\n",
+    ));
+    assert_eq!(
+        problem.to_string(),
+        "edge 2 (a -> s): field 'input': service node 's' has no input 'name': use \"body\" (the request body) or leave input out, or one of its path placeholders {id}"
+    );
+    let (problem, _) = toml_problem(&with_service(
+        "service = \"api\"\nmethod = \"POST\"\npath = \"/n\"",
+        "[[edges]]\nfrom = \"a\"\nto = \"s\"\ninput = \"id\"\n",
+    ));
+    assert_eq!(
+        problem.to_string(),
+        "edge 2 (a -> s): field 'input': service node 's' has no input 'id': use \"body\" (the request body) or leave input out; its path has no placeholders"
+    );
+    let (problem, line) = toml_problem(&with_service(GET_ITEM, ""));
+    assert_eq!(
+        problem,
+        Problem::UnboundPlaceholder {
+            node: "s".into(),
+            input: "id".into()
+        }
+    );
+    assert_eq!(line, Some(17));
+    // The body is optional; edges out of a service node are fine.
+    let flow = parse_str(
+        &with_service(
+            "service = \"api\"\nmethod = \"DELETE\"\npath = \"/n\"",
+            "[[nodes]]\nid = \"o2\"\nkind = \"output\"\n[[edges]]\nfrom = \"s\"\nto = \"o2\"\n",
+        ),
+        Format::Toml,
+    )
+    .unwrap();
+    assert_eq!(flow.edges[2], edge("s", "o2", "value"));
+}
+
+#[test]
+fn settings_rules_with_lines() {
+    let with_settings = |table: &str| format!("{}\n[settings]\n{table}\n", small("", ""));
+    let (problem, line) = toml_problem(&with_settings("ok = \"1\"\n\"Bad-Key\" = \"x\""));
+    assert_eq!(
+        problem.to_string(),
+        "field 'settings': key 'Bad-Key' is not a setting key: use 1 to 64 of a-z 0-9 _ . (e.g. \"services.allow_ai_output\")"
+    );
+    assert_eq!(line, Some(23));
+    let (problem, line) = toml_problem(&with_settings("\"a.b\" = \"x\\ny\""));
+    assert_eq!(problem, Problem::BadSettingValue { key: "a.b".into() });
+    assert_eq!(line, Some(22));
+    // Not a string: the parser says so, with the line.
+    let err = parse_str(&with_settings("\"a.b\" = true"), Format::Toml).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("flow:22: invalid toml: invalid type: boolean `true`, expected a string"),
+        "{err}"
+    );
+    // A dotted key without quotes is a nested table, not a string.
+    assert!(matches!(
+        parse_str(
+            &with_settings("services.allow_ai_output = \"true\""),
+            Format::Toml
+        ),
+        Err(FlowError::Syntax { .. })
+    ));
+    let json = r#"{"name": "j", "settings": {"a": "1", "a": "2"},
+        "nodes": [{"id": "x", "kind": "input"}]}"#;
+    assert_eq!(
+        parse_str(json, Format::Json).unwrap_err().to_string(),
+        "flow: field 'settings': 'a' is set twice: set it once"
+    );
+    let many: String = (0..=MAX_SETTINGS)
+        .map(|i| format!("k{i} = \"v\"\n"))
+        .collect();
+    let (problem, line) = toml_problem(&with_settings(&many));
+    assert_eq!(problem, Problem::TooManySettings);
+    assert_eq!(line, Some(21));
+    // From IPC: the same rules.
+    let mut flow = haiku_flow();
+    flow.settings = vec![("x".into(), "1".into()), ("x".into(), "2".into())];
+    assert_eq!(
+        validate(&flow),
+        Err(Problem::DuplicateSetting { key: "x".into() })
+    );
+    flow.settings = vec![("X".into(), "1".into())];
+    assert_eq!(
+        validate(&flow),
+        Err(Problem::BadSettingKey { key: "X".into() })
+    );
+}
+
+#[test]
+fn validate_checks_service_nodes_from_ipc() {
+    let mut flow = parse_str(SERVICE_TOML, Format::Toml).unwrap();
+    flow.nodes[1].kind = service("api", Method::Get, "/items/../{id}", None);
+    assert_eq!(
+        validate(&flow),
+        Err(Problem::BadServicePath {
+            node: "get".into(),
+            reason: PathProblem::DotSegment {
+                path: "/items/../{id}".into()
+            }
+        })
+    );
+    let mut flow = parse_str(SERVICE_TOML, Format::Toml).unwrap();
+    flow.nodes[1].kind = service("API", Method::Get, "/items/{id}", None);
+    assert!(matches!(validate(&flow), Err(Problem::BadServiceId { .. })));
+    let mut flow = parse_str(SERVICE_TOML, Format::Toml).unwrap();
+    flow.nodes[2].kind = service("api", Method::Head, "/n", None);
+    assert!(matches!(
+        validate(&flow),
+        Err(Problem::BodyWithoutMethod { method: "HEAD", .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Taint: paths from ai output into service nodes.
+
+fn taint_flow(nodes: &[(&str, &str)], edges: &[(&str, &str, &str)]) -> Flow {
+    let kind = |k: &str| match k {
+        "input" => FlowNodeKind::Input { default: None },
+        "ai" => FlowNodeKind::Ai {
+            model: "m".into(),
+            system: None,
+            chat: true,
+            params: InferParams::default(),
+            latency_budget_ms: None,
+        },
+        "get" => service("api", Method::Get, "/items/{id}", None),
+        "post" => service("api", Method::Post, "/items/{id}", None),
+        "output" => FlowNodeKind::Output {
+            spool: true,
+            stdout: true,
+        },
+        text => FlowNodeKind::Template { text: text.into() },
+    };
+    let flow = Flow {
+        name: "taint".into(),
+        nodes: nodes.iter().map(|(id, k)| node(id, kind(k))).collect(),
+        edges: edges.iter().map(|(f, t, i)| edge(f, t, i)).collect(),
+        settings: Vec::new(),
+    };
+    assert_eq!(validate(&flow), Ok(()));
+    flow
+}
+
+#[test]
+fn ai_output_into_the_body_is_found() {
+    let f = taint_flow(
+        &[("q", "input"), ("m", "ai"), ("s", "post")],
+        &[("q", "m", "prompt"), ("m", "s", "body"), ("q", "s", "id")],
+    );
+    assert!(body_from_ai(&f, "s"));
+    assert_eq!(ai_source(&f, "s"), Some("m"));
+    assert!(!body_from_ai(&f, "m"));
+    assert!(!body_from_ai(&f, "q"));
+}
+
+#[test]
+fn ai_output_through_templates_into_a_placeholder_is_found() {
+    // input → ai → template → template → GET placeholder.
+    let f = taint_flow(
+        &[
+            ("q", "input"),
+            ("m", "ai"),
+            ("t1", "about {x}"),
+            ("t2", "[{y}]"),
+            ("s", "get"),
+        ],
+        &[
+            ("q", "m", "prompt"),
+            ("m", "t1", "x"),
+            ("t1", "t2", "y"),
+            ("t2", "s", "id"),
+        ],
+    );
+    assert!(body_from_ai(&f, "s"));
+    assert_eq!(ai_source(&f, "s"), Some("m"));
+    // The templates are tainted too.
+    assert!(body_from_ai(&f, "t2"));
+}
+
+#[test]
+fn diamond_with_one_ai_branch_is_tainted() {
+    //        ┌─ t1 ───────┐
+    //   q ───┤            ├─ join ─ s
+    //        └─ m (ai) ─ t2┘
+    let f = taint_flow(
+        &[
+            ("q", "input"),
+            ("t1", "{a}"),
+            ("m", "ai"),
+            ("t2", "{b}"),
+            ("join", "{c} {d}"),
+            ("s", "post"),
+        ],
+        &[
+            ("q", "t1", "a"),
+            ("q", "m", "prompt"),
+            ("m", "t2", "b"),
+            ("t1", "join", "c"),
+            ("t2", "join", "d"),
+            ("join", "s", "body"),
+            ("q", "s", "id"),
+        ],
+    );
+    assert!(body_from_ai(&f, "s"));
+    assert_eq!(ai_source(&f, "s"), Some("m"));
+    // The same diamond without the ai node is clean.
+    let f = taint_flow(
+        &[
+            ("q", "input"),
+            ("t1", "{a}"),
+            ("t2", "{b}"),
+            ("join", "{c} {d}"),
+            ("s", "post"),
+        ],
+        &[
+            ("q", "t1", "a"),
+            ("q", "t2", "b"),
+            ("t1", "join", "c"),
+            ("t2", "join", "d"),
+            ("join", "s", "body"),
+            ("q", "s", "id"),
+        ],
+    );
+    assert!(!body_from_ai(&f, "s"));
+}
+
+#[test]
+fn taint_passes_through_service_nodes_but_not_upstream() {
+    // ai → s1 (body) → s2 (placeholder): s2's request carries whatever s1's
+    // upstream echoed back. An ai node *downstream* of a service taints
+    // nothing upstream of it.
+    let f = taint_flow(
+        &[
+            ("q", "input"),
+            ("m", "ai"),
+            ("s1", "post"),
+            ("s2", "get"),
+            ("clean", "get"),
+            ("after", "ai"),
+            ("o", "output"),
+        ],
+        &[
+            ("q", "m", "prompt"),
+            ("m", "s1", "body"),
+            ("q", "s1", "id"),
+            ("s1", "s2", "id"),
+            ("q", "clean", "id"),
+            ("clean", "after", "prompt"),
+            ("after", "o", "value"),
+        ],
+    );
+    assert!(body_from_ai(&f, "s1"));
+    assert!(body_from_ai(&f, "s2"));
+    assert_eq!(ai_source(&f, "s2"), Some("m"));
+    assert!(!body_from_ai(&f, "clean"));
+    assert!(!body_from_ai(&f, "nowhere"));
+}
+
+#[test]
+fn taint_search_ends_on_cycles() {
+    // Unvalidated flows may have cycles; the search still ends.
+    let f = Flow {
+        name: "loop".into(),
+        nodes: vec![
+            node("x", FlowNodeKind::Template { text: "{y}".into() }),
+            node("y", FlowNodeKind::Template { text: "{x}".into() }),
+            node("s", service("api", Method::Get, "/{id}", None)),
+        ],
+        edges: vec![
+            edge("x", "y", "x"),
+            edge("y", "x", "y"),
+            edge("y", "s", "id"),
+        ],
+        settings: Vec::new(),
+    };
+    assert!(!body_from_ai(&f, "s"));
 }

@@ -538,3 +538,94 @@ fn a_store_directory_with_a_wide_mode_is_refused() {
         ));
     }
 }
+
+#[test]
+fn a_partial_download_is_hashed_across_attempts_and_installed() {
+    let dir = TempDir::new("partial");
+    let store = dir.store();
+    let bytes = fake_gguf(40, 5000);
+    let e = entry("m", "1.0.0", &bytes);
+    let part = store.dir().join(".partial/m@1.0.0.part");
+    let validator = store.dir().join(".partial/m@1.0.0.validator");
+
+    let mut p = store.open_partial(&e).unwrap();
+    assert_eq!((p.len(), p.validator()), (0, None));
+    p.append(&bytes[..1234]).unwrap();
+    p.set_validator(Some("\"abc\"")).unwrap();
+    drop(p);
+    assert_eq!(mode(&part), 0o600);
+    assert_eq!(mode(&validator), 0o600);
+    assert_eq!(mode(&store.dir().join(".partial")), 0o700);
+    // A stale temp file of a dead process in .partial goes at the next open.
+    let dead = store
+        .dir()
+        .join(format!(".partial/{TEMP_PREFIX}{}-0", u32::MAX));
+    std::fs::write(&dead, b"x").unwrap();
+    let store = Store::open(store.dir()).unwrap();
+    assert!(!dead.exists());
+    assert!(part.exists(), "partial downloads survive a restart");
+
+    let mut p = store.open_partial(&e).unwrap();
+    assert_eq!((p.len(), p.validator()), (1234, Some("\"abc\"")));
+    // The second download of the same model waits for this one.
+    assert!(matches!(
+        store.open_partial(&e),
+        Err(StoreError::Busy { .. })
+    ));
+    p.append(&bytes[1234..]).unwrap();
+    // Past the entry's size nothing is written.
+    assert!(matches!(p.append(b"x"), Err(StoreError::Oversize { .. })));
+    let m = store.install_partial(p).unwrap();
+    assert_eq!(m.digest, e.sha256);
+    assert_eq!(mode(&m.path), 0o444);
+    assert!(!part.exists());
+    assert!(!validator.exists());
+    assert_eq!(leftovers(&store), vec![".partial".to_string()]);
+    store.open_verified(&e.id, &e.version).unwrap();
+}
+
+#[test]
+fn a_partial_that_cannot_be_the_model_is_refused_or_emptied() {
+    let dir = TempDir::new("partial-bad");
+    let store = dir.store();
+    let bytes = fake_gguf(41, 3000);
+    let e = entry("m", "1.0.0", &bytes);
+    let part = store.dir().join(".partial/m@1.0.0.part");
+
+    // Not a GGUF header: refused at the 8th byte.
+    let mut p = store.open_partial(&e).unwrap();
+    assert!(matches!(
+        p.append(b"PK\x03\x04\0\0\0\0rest"),
+        Err(StoreError::NotGguf { .. })
+    ));
+    assert_eq!(p.len(), 0);
+    // A short file is not installed; a wrong one is deleted.
+    p.append(&bytes[..100]).unwrap();
+    assert!(matches!(
+        store.install_partial(p),
+        Err(StoreError::SizeMismatch { .. })
+    ));
+    assert!(!part.exists());
+    let mut other = bytes.clone();
+    other[2000] ^= 1;
+    let mut p = store.open_partial(&e).unwrap();
+    p.append(&other).unwrap();
+    assert!(matches!(
+        store.install_partial(p),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(!part.exists());
+    assert!(store.list().unwrap().is_empty());
+
+    // A leftover longer than the entry, or not GGUF, starts over.
+    std::fs::write(&part, [bytes.as_slice(), b"more"].concat()).unwrap();
+    assert_eq!(store.open_partial(&e).unwrap().len(), 0);
+    std::fs::write(&part, b"<html>not a model</html>").unwrap();
+    assert_eq!(store.open_partial(&e).unwrap().len(), 0);
+    // A validator that is not one printable line is not kept.
+    let mut p = store.open_partial(&e).unwrap();
+    p.set_validator(Some("bad\nvalue")).unwrap();
+    assert_eq!(p.validator(), None);
+    p.restart().unwrap();
+    assert_eq!(p.len(), 0);
+}
