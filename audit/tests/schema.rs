@@ -125,7 +125,10 @@ fn every_event() -> Vec<Event> {
     });
     // The broker is never spawned, so it has no circuit; it appears below as
     // the holder of a Model Hub capability.
-    for c in Component::ALL.into_iter().filter(|c| *c != Component::Broker) {
+    for c in Component::ALL
+        .into_iter()
+        .filter(|c| *c != Component::Broker)
+    {
         events.push(Event::CircuitOpened { component: c });
     }
     // Models and runs. Appended after the records above so that their lines,

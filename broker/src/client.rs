@@ -138,6 +138,9 @@ pub fn status(json: bool) -> anyhow::Result<i32> {
             sandbox
         );
     }
+    if let Some(why) = &s.gateway_absent {
+        println!("egress gateway: not running: {why} (see 'flow policy show')");
+    }
     Ok(0)
 }
 

@@ -406,7 +406,9 @@ pub fn render_description(d: &sandbox::describe::ProfileDescription) -> String {
     let _ = writeln!(
         o,
         "  tcp connect to   {}",
-        if ports.is_empty() {
+        if ports.is_empty() && !l.connect_ports_source.is_empty() {
+            l.connect_ports_source.clone()
+        } else if ports.is_empty() {
             "no port".to_string()
         } else {
             ports.join(", ")

@@ -28,6 +28,9 @@ pub enum StartError {
 pub struct Args {
     pub spool: Option<PathBuf>,
     pub run_as: Option<(u32, u32)>,
+    /// `--connect-port N` (repeatable): TCP ports landlock lets the egress
+    /// gateway connect to. Refused for every other profile.
+    pub connect_ports: Vec<u16>,
     pub waivers: Waivers,
 }
 
@@ -47,6 +50,17 @@ pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, StartErr
                     .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
                     .ok_or_else(|| StartError::Args(format!("--run-as {v}: expected UID:GID")))?;
                 a.run_as = Some((u, g));
+            }
+            "--connect-port" => {
+                let v = value()?;
+                match v.parse::<u16>() {
+                    Ok(p) if p != 0 => a.connect_ports.push(p),
+                    _ => {
+                        return Err(StartError::Args(format!(
+                            "--connect-port {v}: expected a TCP port 1-65535"
+                        )))
+                    }
+                }
             }
             "--waive" => match value()?.as_str() {
                 "landlock" => a.waivers.landlock = true,
@@ -80,6 +94,7 @@ pub fn start(component: Component, profile: ProfileName) -> Result<Started, Star
     let kept_args = Args {
         spool: args.spool.clone(),
         run_as: args.run_as,
+        connect_ports: args.connect_ports.clone(),
         waivers: args.waivers.clone(),
     };
     let mut spec = Spec::new(profile);
@@ -88,6 +103,14 @@ pub fn start(component: Component, profile: ProfileName) -> Result<Started, Star
         spec.run_as = r;
     }
     spec.waivers = args.waivers.clone();
+    if !args.connect_ports.is_empty() {
+        if profile != ProfileName::EgressGateway {
+            return Err(StartError::Args(format!(
+                "--connect-port is only accepted by the egress gateway, not the {profile} profile"
+            )));
+        }
+        spec.connect_ports = args.connect_ports.clone();
+    }
     if profile == ProfileName::Executor {
         let spool = args
             .spool
@@ -165,4 +188,30 @@ where
         body(Granted { grants, args }, boot).await
     });
     std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Result<Args, StartError> {
+        parse_args(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn connect_ports_repeat() {
+        let a = parse(&["--connect-port", "443", "--connect-port", "53"]).unwrap();
+        assert_eq!(a.connect_ports, vec![443, 53]);
+        assert!(parse(&[]).unwrap().connect_ports.is_empty());
+    }
+
+    #[test]
+    fn connect_port_must_be_a_port() {
+        for bad in ["0", "65536", "-1", "http", ""] {
+            let e = parse(&["--connect-port", bad]).unwrap_err().to_string();
+            assert!(e.contains("expected a TCP port 1-65535"), "{bad}: {e}");
+        }
+        let e = parse(&["--connect-port"]).unwrap_err().to_string();
+        assert!(e.contains("needs a value"), "{e}");
+    }
 }

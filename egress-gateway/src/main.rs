@@ -1,28 +1,26 @@
-//! `flow-egress-gateway`: the only process that may create internet sockets.
+//! `flow-egress-gateway`: the only process that may open internet
+//! connections. Started by the broker only when policy enables an egress
+//! exception, under the `egress-gateway` profile (the one profile that keeps
+//! the host net namespace and may create TCP sockets; landlock limits its
+//! connects to the `--connect-port`s the broker passes).
 //!
-//! **Not started in this version.** No policy can enable cloud providers or
-//! service nodes yet, so the broker never spawns the gateway and no
-//! capability to it exists. The binary enters its production profile and
-//! completes the bootstrap like every component, so that the profile can be
-//! attested and tried (`flow sandbox run --profile egress-gateway`); it serves
-//! no requests.
+//! After attestation and the first (empty) grant it takes `GatewayConfig`,
+//! `GrantEgress` (with the server ends of `Egress` capabilities), `Revoke`
+//! and `Shutdown` on its bootstrap channel; see [`egress_gateway::gateway`].
 
-use proto::bootstrap::{recv_async, BOOTSTRAP_MAX_FRAME};
-use proto::msg::{BrokerMsg, Component};
+use proto::msg::Component;
 use sandbox::ProfileName;
 
 fn main() {
     component::main_with(
         Component::EgressGateway,
         ProfileName::EgressGateway,
-        |_granted, boot| async move {
-            loop {
-                match recv_async::<BrokerMsg>(&boot, BOOTSTRAP_MAX_FRAME).await {
-                    Ok((BrokerMsg::Shutdown, _)) | Err(proto::ProtoError::Closed) => return 0,
-                    Ok(_) => {}
-                    Err(_) => return 3,
-                }
-            }
+        |granted, boot| async move {
+            // The first grant is empty: egress capabilities arrive with
+            // `GrantEgress`. Close anything else.
+            drop(granted.grants);
+            let gw = egress_gateway::gateway::Gateway::new(boot);
+            gw.run().await
         },
     )
 }

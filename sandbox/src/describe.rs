@@ -32,7 +32,10 @@ pub struct LandlockDescription {
     pub host_abi: i32,
     pub handled_fs: String,
     pub handled_net: Vec<String>,
+    /// Ports known without a spawn (none: they come with the spec).
     pub connect_ports: Vec<u16>,
+    /// Where the profile's TCP connect ports come from.
+    pub connect_ports_source: String,
     pub scopes: Vec<String>,
     pub rules: Vec<RuleDesc>,
 }
@@ -72,7 +75,9 @@ fn placeholders(profile: ProfileName, exec: bool) -> Placeholders {
     let (read, write): (Vec<&str>, Vec<&str>) = match profile {
         ProfileName::ReasoningWorker => (vec![], vec![]),
         ProfileName::Executor => (vec![], vec!["<spool>"]),
-        ProfileName::EgressGateway => (vec!["<read_paths: CA bundle, resolver config>"], vec![]),
+        // The gateway gets its CA bundle and DNS servers over its bootstrap
+        // channel (GatewayConfig): no path at all.
+        ProfileName::EgressGateway => (vec![], vec![]),
         ProfileName::LlamaServer => (vec!["<model file>"], vec!["<socket dir>"]),
     };
     let exec_paths = if exec {
@@ -126,7 +131,8 @@ pub fn describe(profile: ProfileName, exec: bool) -> ProfileDescription {
             } else {
                 Vec::new()
             },
-            connect_ports: landlock_rules::connect_ports(profile),
+            connect_ports: Vec::new(),
+            connect_ports_source: landlock_rules::connect_ports_source(profile).to_string(),
             scopes: if host_abi >= 6 {
                 vec!["AbstractUnixSocket".into(), "Signal".into()]
             } else {
@@ -173,9 +179,13 @@ mod tests {
             assert_eq!(e.summary, exec_once::SUMMARY);
             assert_eq!(e.sha256, exec_once::sha256());
         }
-        assert!(describe(ProfileName::EgressGateway, false)
-            .sockets
-            .contains("DNS over UDP arrives later with the gateway's own resolver rule"));
+        let g = describe(ProfileName::EgressGateway, false);
+        assert!(g.sockets.contains("no UDP"));
+        assert!(g.sockets.contains("from the catalog at spawn"));
+        assert!(g
+            .landlock
+            .connect_ports_source
+            .starts_with("from the catalog at spawn"));
     }
 
     #[test]

@@ -289,7 +289,8 @@ pub fn enter(spec: &Spec) -> Result<Applied, SandboxError> {
         .map_err(step_err("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)"))?;
 
     // 9. Landlock, from the in-sandbox paths (same paths and inodes as the
-    //    host's, through the bind mounts of step 5).
+    //    host's, through the bind mounts of step 5), and the TCP connect
+    //    ports of the spec (egress gateway only).
     let read_paths: Vec<PathBuf> = mounts
         .iter()
         .filter(|m| m.kind == MountKind::Data)
@@ -306,6 +307,7 @@ pub fn enter(spec: &Spec) -> Result<Applied, SandboxError> {
         &read_paths,
         &write_dirs,
         &exec_paths,
+        &spec.connect_ports,
         &spec.waivers,
     )?;
 

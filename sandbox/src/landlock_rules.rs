@@ -4,8 +4,9 @@
 //! declared path is bind-mounted at the same absolute path as on the host, so
 //! the in-sandbox path names the same inode, and nothing outside the new root
 //! can be named at all. Every filesystem right the kernel knows is handled
-//! (denied unless a rule grants it); on ABI >= 4 TCP bind/connect are handled
-//! with no port granted; on ABI >= 6 abstract unix sockets and signals are
+//! (denied unless a rule grants it); on ABI >= 4 TCP bind/connect are handled,
+//! with no bind port granted and connect granted only to the egress gateway's
+//! ports from its spec ([`connect_ports`]); on ABI >= 6 abstract unix sockets and signals are
 //! scoped to the sandbox.
 //!
 //! The ruleset requests exactly the kernel's ABI with a hard requirement, so a
@@ -103,14 +104,47 @@ fn abi_number(abi: ABI) -> i32 {
     abi as i32
 }
 
-/// TCP ports the gateway may connect to. Empty for every profile until the
-/// catalog grants ports: then landlock denies every TCP connect, even the
-/// gateway's. This is the hook the catalog will fill.
-pub fn connect_ports(profile: ProfileName) -> Vec<u16> {
+/// The TCP ports a profile may connect to: exactly `requested` (the spec's
+/// [`crate::Spec::connect_ports`], sorted and deduplicated) for the egress
+/// gateway, and none for every other profile, for which a non-empty request is
+/// an error (fail closed rather than silently drop a grant). Port 0 is never a
+/// connect target and is refused.
+pub fn connect_ports(profile: ProfileName, requested: &[u16]) -> Result<Vec<u16>, SandboxError> {
+    let refuse = |detail: String| SandboxError::Landlock {
+        path: "<tcp connect ports>".to_string(),
+        detail,
+    };
     match profile {
-        ProfileName::EgressGateway => Vec::new(),
+        ProfileName::EgressGateway => {
+            if requested.contains(&0) {
+                return Err(refuse("port 0 is not a connect target".to_string()));
+            }
+            let mut ports = requested.to_vec();
+            ports.sort_unstable();
+            ports.dedup();
+            Ok(ports)
+        }
         ProfileName::ReasoningWorker | ProfileName::Executor | ProfileName::LlamaServer => {
-            Vec::new()
+            if requested.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(refuse(format!(
+                    "the {profile} profile may not connect to any TCP port (asked for {requested:?}); only egress-gateway may"
+                )))
+            }
+        }
+    }
+}
+
+/// What `flow sandbox show` says about a profile's TCP connect ports, which
+/// are only known at spawn.
+pub fn connect_ports_source(profile: ProfileName) -> &'static str {
+    match profile {
+        ProfileName::EgressGateway => {
+            "from the catalog at spawn: the ports of the enabled connections and of the DNS servers (--connect-port)"
+        }
+        ProfileName::ReasoningWorker | ProfileName::Executor | ProfileName::LlamaServer => {
+            "none: every TCP connect is refused"
         }
     }
 }
@@ -188,11 +222,12 @@ pub fn apply(
     read_paths: &[PathBuf],
     write_dirs: &[PathBuf],
     exec_paths: &[(PathBuf, Grant)],
+    connect: &[u16],
     waivers: &Waivers,
 ) -> Result<LandlockApplied, SandboxError> {
     let kabi = kernel_abi();
     let abi = crate_abi(kabi);
-    let ports = connect_ports(profile);
+    let ports = connect_ports(profile, connect)?;
     let is_dir = |p: &Path| std::fs::metadata(p).map(|m| m.is_dir()).unwrap_or(false);
     let read_desc: Vec<(String, Option<bool>)> = read_paths
         .iter()
@@ -287,4 +322,34 @@ pub fn apply(
         connect_ports: ports,
         rules,
     })
+}
+
+#[cfg(test)]
+mod connect_port_tests {
+    use super::*;
+
+    #[test]
+    fn gateway_gets_exactly_the_spec_ports() {
+        assert_eq!(
+            connect_ports(ProfileName::EgressGateway, &[443, 53, 443]).unwrap(),
+            vec![53, 443]
+        );
+        assert!(connect_ports(ProfileName::EgressGateway, &[])
+            .unwrap()
+            .is_empty());
+        assert!(connect_ports(ProfileName::EgressGateway, &[0]).is_err());
+    }
+
+    #[test]
+    fn other_profiles_get_none_and_refuse_a_request() {
+        for p in [
+            ProfileName::ReasoningWorker,
+            ProfileName::Executor,
+            ProfileName::LlamaServer,
+        ] {
+            assert!(connect_ports(p, &[]).unwrap().is_empty());
+            let e = connect_ports(p, &[443]).unwrap_err().to_string();
+            assert!(e.contains("only egress-gateway may"), "{p}: {e}");
+        }
+    }
 }

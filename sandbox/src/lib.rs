@@ -23,7 +23,8 @@
 //! 7. drop every Linux capability (all five sets zero)
 //! 8. `no_new_privs`
 //! 9. landlock at the highest ABI the kernel has (TCP bind/connect handled
-//!    where ABI ≥ 4, abstract-socket and signal scoping where ABI ≥ 6)
+//!    where ABI ≥ 4, connect granted only to the gateway's `connect_ports`,
+//!    abstract-socket and signal scoping where ABI ≥ 6)
 //! 10. the profile's seccomp allowlist ([`seccomp`])
 //! 11. exec variant only: the exec-once listener filter ([`exec_once`]):
 //!     `execve`/`execveat` become user notifications, answered by a

@@ -15,8 +15,9 @@ pub enum ProfileName {
     Executor,
     /// Keeps the host net namespace (it alone); may create TCP sockets only
     /// (`AF_INET`/`AF_INET6`, `SOCK_STREAM`, protocol 0 or `IPPROTO_TCP`),
-    /// whose connects landlock governs. No UDP: DNS over UDP arrives later
-    /// with the gateway's own resolver rule.
+    /// whose connects landlock limits to [`Spec::connect_ports`] (the ports
+    /// the catalog and the DNS servers name, given at spawn). No UDP: the
+    /// gateway resolves names over TCP.
     EgressGateway,
     /// Foreign binary: own empty net namespace, AF_UNIX only, read-only model,
     /// binary and libraries, one writable socket directory.
@@ -53,8 +54,9 @@ impl ProfileName {
             }
             ProfileName::EgressGateway => {
                 "TCP only: socket(AF_INET|AF_INET6, SOCK_STREAM, 0|IPPROTO_TCP); \
-                 connect and bind governed by landlock (no port granted until the catalog grants one); \
-                 no UDP: DNS over UDP arrives later with the gateway's own resolver rule; \
+                 connect and bind governed by landlock: connect only to the TCP ports \
+                 given at spawn (from the catalog at spawn: the connections' ports and the DNS servers' port), \
+                 bind to none; no UDP: the gateway resolves names over TCP to the DNS servers the broker names; \
                  no MPTCP/SCTP (landlock does not govern them)"
             }
             ProfileName::LlamaServer => {
@@ -177,6 +179,11 @@ pub struct Spec {
     pub exec: Option<PathBuf>,
     /// Host uid/gid to switch to when running as root (step 4).
     pub run_as: (u32, u32),
+    /// TCP ports landlock lets the process connect to (step 9). Only the
+    /// egress-gateway profile may have any: the broker passes the ports of
+    /// the catalog's connections and of the DNS servers. Empty: every TCP
+    /// connect is refused (on landlock ABI >= 4).
+    pub connect_ports: Vec<u16>,
     pub waivers: Waivers,
 }
 
@@ -193,6 +200,7 @@ impl Spec {
             write_dirs: Vec::new(),
             exec: None,
             run_as: DEFAULT_RUN_AS,
+            connect_ports: Vec::new(),
             waivers: Waivers::default(),
         }
     }

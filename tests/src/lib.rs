@@ -28,6 +28,8 @@ pub enum Expect {
     Succeeds,
 }
 
+pub mod gateway_harness;
+
 use Expect::{Blocked as B, Succeeds as S};
 
 /// Blocked in every profile.
@@ -362,6 +364,8 @@ pub const ATTACKS: &[Attack] = &[
         .note("io_uring operations bypass seccomp's view of file and socket calls"),
     row("keyctl-session", "keyctl(KEYCTL_GET_KEYRING_ID, session keyring)"),
     row("add-key", "add_key(\"user\", ...) to the process keyring"),
+    row("keyctl-persistent", "keyctl(KEYCTL_GET_PERSISTENT): the keyring where connection credentials live")
+        .note("only the broker may reach the keyring; keyutils credentials live in the persistent keyring"),
     row("unshare-user", "unshare(CLONE_NEWUSER)"),
     row("unshare-net", "unshare(CLONE_NEWNET)").root("CAP_SYS_ADMIN"),
     row("mount-tmpfs", "mount tmpfs on DIR outside (then umount)")

@@ -244,7 +244,10 @@ async fn ping(shared: &Arc<Shared>, count: u32, payload: Vec<u8>) -> ControlResp
     }
 }
 
-pub(super) fn row(m: &crate::models::store::StoredModel, verified: Option<bool>) -> proto::msg::ModelRow {
+pub(super) fn row(
+    m: &crate::models::store::StoredModel,
+    verified: Option<bool>,
+) -> proto::msg::ModelRow {
     proto::msg::ModelRow {
         id: m.id.as_str().to_string(),
         version: m.version.as_str().to_string(),

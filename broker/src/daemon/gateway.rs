@@ -63,7 +63,13 @@ pub fn dns_servers(shared: &Shared) -> Vec<SocketAddr> {
 fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.trim().split('%').next()?.parse::<std::net::IpAddr>().ok())
+        .filter_map(|rest| {
+            rest.trim()
+                .split('%')
+                .next()?
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
         .map(|ip| SocketAddr::new(ip, 53))
         .collect()
 }

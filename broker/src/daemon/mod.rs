@@ -294,14 +294,16 @@ pub fn run(waivers: Waivers, sets: &[(String, String)]) -> anyhow::Result<i32> {
     // broker down).
     let gateway_absent = match effective.gateway_absent_reason() {
         Some(why) => Some(why),
-        None => match sandbox::doctor::preflight(ProfileName::EgressGateway, &waivers) {
-            Ok(()) => None,
-            Err(e) => {
-                audit.refused_layer(&e);
-                eprintln!("flow up: egress stays off: the egress-gateway sandbox cannot be applied: {e}");
-                Some(format!("the egress-gateway sandbox cannot be applied: {e}"))
+        None => {
+            match sandbox::doctor::preflight(ProfileName::EgressGateway, &waivers) {
+                Ok(()) => None,
+                Err(e) => {
+                    audit.refused_layer(&e);
+                    eprintln!("flow up: egress stays off: the egress-gateway sandbox cannot be applied: {e}");
+                    Some(format!("the egress-gateway sandbox cannot be applied: {e}"))
+                }
             }
-        },
+        }
     };
     audit.egress_policy(
         effective.cloud_enabled(),
@@ -328,7 +330,9 @@ pub fn run(waivers: Waivers, sets: &[(String, String)]) -> anyhow::Result<i32> {
         state.comps.insert(c, CompState::new());
     }
     if gateway_absent.is_none() {
-        state.comps.insert(Component::EgressGateway, CompState::new());
+        state
+            .comps
+            .insert(Component::EgressGateway, CompState::new());
     }
     let credentials = crate::credentials::Credentials::open().unwrap_or_else(|e| {
         eprintln!("flow up: connections that need a credential are unavailable: {e}");

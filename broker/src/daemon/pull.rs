@@ -32,11 +32,17 @@ pub async fn pull(
             ),
         );
     }
-    let (grant, client_end) =
-        match gateway::grant(shared, Component::Broker, vec![HUB_CONNECTION.into()], false).await {
-            Ok(g) => g,
-            Err(e) => return fail(audit::PullFailure::HubDisabled, e.to_string()),
-        };
+    let (grant, client_end) = match gateway::grant(
+        shared,
+        Component::Broker,
+        vec![HUB_CONNECTION.into()],
+        false,
+    )
+    .await
+    {
+        Ok(g) => g,
+        Err(e) => return fail(audit::PullFailure::HubDisabled, e.to_string()),
+    };
     let cap = grant.id;
     let shared2 = shared.clone();
     let (id2, version2) = (id.to_owned(), version.map(str::to_owned));

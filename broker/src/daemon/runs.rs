@@ -219,7 +219,11 @@ pub async fn serve(
             Ok(g) => g,
             Err(e) => {
                 revoke_all(shared, &egress).await;
-                send(failed(format!("service node '{}' cannot run: {e}", sp.node))).await;
+                send(failed(format!(
+                    "service node '{}' cannot run: {e}",
+                    sp.node
+                )))
+                .await;
                 return;
             }
         };

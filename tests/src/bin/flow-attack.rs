@@ -843,6 +843,14 @@ fn add_key() -> Res {
     Ok(format!("added key {id}"))
 }
 
+fn keyctl_persistent() -> Res {
+    // KEYCTL_GET_PERSISTENT = 22, uid -1 (own), KEY_SPEC_PROCESS_KEYRING = -2
+    // SAFETY: integer arguments only.
+    let id = unsafe { libc::syscall(libc::SYS_keyctl, 22 as c_long, -1 as c_long, -2 as c_long) };
+    let id = chk(id, "keyctl(KEYCTL_GET_PERSISTENT)")?;
+    Ok(format!("persistent keyring id {id}"))
+}
+
 fn unshare(flags: c_int, what: &str) -> Res {
     // SAFETY: plain syscall; single-threaded process.
     let r = unsafe { libc::unshare(flags) };
@@ -1079,6 +1087,7 @@ const IMPLS: &[(&str, AttackFn)] = {
         ("io-uring-setup", |_| io_uring_setup()),
         ("keyctl-session", |_| keyctl_session()),
         ("add-key", |_| add_key()),
+        ("keyctl-persistent", |_| keyctl_persistent()),
         ("unshare-user", |_| {
             unshare(libc::CLONE_NEWUSER, "CLONE_NEWUSER")
         }),
