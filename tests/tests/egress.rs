@@ -106,7 +106,9 @@ fn components(status: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Processes whose command name is the gateway's (`comm` is cut to 15).
+/// Live processes whose command name is the gateway's (`comm` is cut to
+/// 15). Zombies are left out: a gateway killed with an earlier test's broker
+/// may wait a while to be reaped.
 fn gateway_processes() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -117,7 +119,20 @@ fn gateway_processes() -> Vec<i32> {
                 .map(|c| c.trim() == "flow-egress-gat")
                 .unwrap_or(false)
         })
+        .filter(|pid| support::alive(*pid))
         .collect()
+}
+
+/// No gateway process, allowing one killed with an earlier test's broker a
+/// few seconds to go (a gateway of this test's broker would stay).
+fn assert_no_gateway_process() {
+    for _ in 0..50 {
+        if gateway_processes().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gateway_processes(), Vec::<i32>::new());
 }
 
 fn wait_gateway(env: &Env) -> serde_json::Value {
@@ -155,7 +170,7 @@ fn default_install_has_no_gateway_and_says_why() {
     assert!(shown.contains("egress gateway: not started"), "{shown}");
     assert!(shown.contains("services.enabled"), "{shown}");
     // No gateway process, no capability to it.
-    assert_eq!(gateway_processes(), Vec::<i32>::new());
+    assert_no_gateway_process();
     let caps = env.flow_json(&["caps", "--json"]);
     assert!(
         caps.as_array()
@@ -220,7 +235,7 @@ fn flow_environment_variables_change_nothing() {
     };
     let status = env.wait_running(Duration::from_secs(20));
     assert_eq!(components(&status), ["Executor", "ReasoningWorker"]);
-    assert_eq!(gateway_processes(), Vec::<i32>::new());
+    assert_no_gateway_process();
 }
 
 const LOCKED_POLICY: &str = r#"
@@ -275,11 +290,20 @@ fn a_locked_policy_wins_over_every_source_and_each_attempt_is_audited() {
     assert!(text(&out).contains("services.enabled"), "{}", text(&out));
     assert!(text(&out).contains("locked"), "{}", text(&out));
 
-    // The settings file (audited at start), then the control socket.
-    let _broker = env.up();
+    // The settings file (audited at start), with FLOW_* variables that try
+    // the same (nothing reads them), then the control socket.
+    let mut up = env.cmd(&bin("flow"));
+    up.arg("up").stdout(Stdio::null()).stderr(Stdio::null());
+    up.env("FLOW_SERVICES_ENABLED", "true")
+        .env("FLOW_POLICY_PATH", "/nonexistent/policy.toml")
+        .env("FLOW_HUB_URL", "http://127.0.0.1:9");
+    let _broker = support::Broker {
+        child: Some(up.spawn().unwrap()),
+    };
+    env.wait_running(Duration::from_secs(20));
     let status = env.flow_json(&["status", "--json"]);
     assert_eq!(components(&status), ["Executor", "ReasoningWorker"]);
-    assert_eq!(gateway_processes(), Vec::<i32>::new());
+    assert_no_gateway_process();
     let out = env.flow(&["settings", "set", "services.enabled", "true"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("services.enabled"), "{}", text(&out));
@@ -297,6 +321,21 @@ fn a_locked_policy_wins_over_every_source_and_each_attempt_is_audited() {
     let out = env.flow(&["run", flow.to_str().unwrap()]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("hub.url"), "{}", text(&out));
+
+    // A flow with a service node fails validation naming the policy key.
+    let service = env.root.join("service.toml");
+    std::fs::write(
+        &service,
+        "name = \"svc\"\n[[nodes]]\nid = \"call\"\nkind = \"service\"\n\
+         service = \"tickets\"\nmethod = \"GET\"\npath = \"/tickets\"\n\
+         [[nodes]]\nid = \"out\"\nkind = \"output\"\n\
+         [[edges]]\nfrom = \"call\"\nto = \"out\"\n",
+    )
+    .unwrap();
+    let out = env.flow(&["run", service.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("services.enabled"), "{}", text(&out));
+    assert!(text(&out).contains("locked"), "{}", text(&out));
 
     let refused = audit_events(&env, "setting-refused");
     for (key, source) in [
