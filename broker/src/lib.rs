@@ -19,6 +19,7 @@ pub mod run_cmd;
 pub mod sandbox_cmd;
 pub mod services;
 pub mod settings;
+mod toml_errors;
 
 /// True when `/proc/self/status` says this process has exactly one thread.
 pub fn single_threaded() -> bool {

@@ -28,6 +28,7 @@
 //! directory with the same properties; anything else is refused, because a
 //! policy a user can edit locks nothing.
 
+use crate::toml_errors::{self, line_of};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -1071,17 +1072,12 @@ pub fn parse_set_arg(arg: &str) -> Result<(String, String), PolicyError> {
     Ok((k.to_string(), v.trim().to_string()))
 }
 
-/// The 1-based line of byte offset `at`.
-pub(crate) fn line_of(text: &str, at: usize) -> usize {
-    text.get(..at.min(text.len()))
-        .map_or(1, |t| t.matches('\n').count() + 1)
-}
-
 pub(crate) fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> PolicyError {
+    let at = toml_errors::locate(text, e);
     PolicyError::Syntax {
         path: path.to_owned(),
-        line: e.span().map_or(1, |s| line_of(text, s.start)),
-        message: e.message().trim().to_string(),
+        line: at.line,
+        message: at.message,
     }
 }
 

@@ -15,7 +15,9 @@
 //! bound to are the one a person reads in the file.
 
 use crate::policy::{Effective, Source};
-use proto::egress::{Auth, ConnectionConfig, Limits, Method, Origin, Scheme, Secret};
+use crate::toml_errors::{self, line_of};
+use proto::egress::path::{self, BadPart};
+use proto::egress::{Auth, ConnectionConfig, Limits, Method, Origin, PathPattern, Scheme, Secret};
 use proto::flow::{Flow, FlowNodeKind};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -119,7 +121,7 @@ pub struct ServiceEntry {
     pub base_path: String,
     /// Sorted, without repeats.
     pub methods: Vec<Method>,
-    /// Path patterns relative to `base_path` (see [`path_matches`]).
+    /// Path patterns relative to `base_path`, each a valid [`PathPattern`].
     pub paths: Vec<String>,
     pub auth: Option<AuthSpec>,
     /// The keyring credential's name when it is not the id.
@@ -166,7 +168,12 @@ impl ServiceEntry {
     /// Whether this entry allows `method` on a request path (relative to
     /// `base_path`; the query is ignored).
     pub fn allows(&self, method: Method, path: &str) -> bool {
-        self.methods.contains(&method) && self.paths.iter().any(|p| path_matches(p, path))
+        let before_query = path.split('?').next().unwrap_or("");
+        self.methods.contains(&method)
+            && self
+                .paths
+                .iter()
+                .any(|p| PathPattern::parse(p).is_ok_and(|p| p.matches(before_query)))
     }
 }
 
@@ -394,7 +401,7 @@ fn check_entry(
     }
     let mut paths = Vec::new();
     for p in r.paths.get_ref() {
-        check_pattern(p.get_ref()).map_err(|m| invalid(p.span(), "paths", m))?;
+        PathPattern::parse(p.get_ref()).map_err(|e| invalid(p.span(), "paths", e.to_string()))?;
         paths.push(p.get_ref().clone());
     }
 
@@ -590,57 +597,6 @@ fn check_limits(
 // ---------------------------------------------------------------------------
 // URLs, paths and CIDRs.
 
-/// Bytes allowed in a path segment as they are (RFC 3986 pchar without `%`,
-/// which is checked as an escape).
-fn pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
-}
-
-/// A path segment of pchars and valid `%XX` escapes.
-fn segment_ok(seg: &str) -> bool {
-    let b = seg.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-            {
-                return false;
-            }
-            i += 3;
-        } else if pchar(b[i]) {
-            i += 1;
-        } else {
-            return false;
-        }
-    }
-    true
-}
-
-fn is_dot_segment(seg: &str) -> bool {
-    let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-    decoded == "." || decoded == ".."
-}
-
 /// Parses `http(s)://host[:port][/base/path]` strictly: scheme `http` or
 /// `https`; no userinfo, query or fragment; the host a DNS name (lower-cased),
 /// a dotted-quad IPv4 address or a bracketed IPv6 address; the port 1..=65535
@@ -790,102 +746,24 @@ fn check_base_path(path: &str) -> Result<String, String> {
         if seg.is_empty() {
             return Err("the path has an empty segment ('//')".into());
         }
-        if is_dot_segment(seg) {
+        if path::is_dot_segment(seg) {
             return Err("the path has a '.' or '..' segment".into());
         }
-        if !segment_ok(seg) {
-            return Err(format!(
-                "path segment {seg:?} has characters a URL path does not allow: use %XX"
-            ));
+        match path::check_segment(seg) {
+            Ok(()) => {}
+            Err(BadPart::Character) => {
+                return Err(format!(
+                    "path segment {seg:?} has characters a URL path does not allow: use %XX"
+                ))
+            }
+            Err(BadPart::Escape) => {
+                return Err(format!(
+                    "path segment {seg:?} escapes '/', '\\', a control character or NUL, which the gateway refuses in a path: write the segment without that escape"
+                ))
+            }
         }
     }
     Ok(trimmed.to_owned())
-}
-
-/// The rules of a path pattern: starts with `/`; segments are literal
-/// (URL path characters), `*` (exactly one segment) or, as the last one,
-/// `**` (one or more segments); `/` alone is the root.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
-    let Some(rest) = pattern.strip_prefix('/') else {
-        return Err(format!(
-            "{pattern:?} must start with '/' (e.g. \"/items/*\")"
-        ));
-    };
-    if pattern == "/" {
-        return Ok(());
-    }
-    let segs: Vec<&str> = rest.split('/').collect();
-    for (i, seg) in segs.iter().enumerate() {
-        let last = i + 1 == segs.len();
-        match *seg {
-            "*" => {}
-            "**" if last => {}
-            "**" => {
-                return Err(format!(
-                    "{pattern:?}: '**' may only be the last segment"
-                ))
-            }
-            "" if last => {
-                return Err(format!(
-                    "{pattern:?} ends with '/': write \"{}\" or \"{}*\"",
-                    pattern.trim_end_matches('/'),
-                    pattern
-                ))
-            }
-            "" => return Err(format!("{pattern:?} has an empty segment ('//')")),
-            s if s.contains('*') => {
-                return Err(format!(
-                    "{pattern:?}: '*' must be a whole segment (\"/a/*\", not \"/a*\")"
-                ))
-            }
-            s if is_dot_segment(s) => {
-                return Err(format!("{pattern:?} has a '.' or '..' segment"))
-            }
-            s if !segment_ok(s) => {
-                return Err(format!(
-                    "{pattern:?}: segment {s:?} has characters a URL path does not allow (no query, no braces): use %XX"
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Whether a request path (relative to the base path; any query is
-/// ignored) matches `pattern`: literal segments compare exactly, `*`
-/// matches one non-empty segment, a trailing `**` one or more segments.
-/// The gateway applies the same rule to the path it sends.
-pub fn path_matches(pattern: &str, path: &str) -> bool {
-    let before_query = path.split('?').next().unwrap_or("");
-    let Some(rest) = before_query.strip_prefix('/') else {
-        return false;
-    };
-    let segs: Vec<Option<&str>> = rest.split('/').map(Some).collect();
-    segments_match(pattern, &segs)
-}
-
-/// [`path_matches`] for a service node's path before substitution:
-/// `None` segments hold a placeholder, whose value becomes one non-empty
-/// segment (it is percent-encoded and may not be empty), so only `*` or
-/// `**` can match them.
-fn segments_match(pattern: &str, segs: &[Option<&str>]) -> bool {
-    let Some(pat) = pattern.strip_prefix('/') else {
-        return false;
-    };
-    let pat: Vec<&str> = pat.split('/').collect();
-    let one = |p: &str, s: Option<&str>| match (p, s) {
-        ("*", Some(s)) => !s.is_empty(),
-        ("*", None) => true,
-        (p, Some(s)) => p == s,
-        (_, None) => false,
-    };
-    if pat.last() == Some(&"**") {
-        let prefix = &pat[..pat.len() - 1];
-        segs.len() > prefix.len() && prefix.iter().zip(segs).all(|(p, s)| one(p, *s))
-    } else {
-        pat.len() == segs.len() && pat.iter().zip(segs).all(|(p, s)| one(p, *s))
-    }
 }
 
 /// Parses `addr/len` (IPv4 or IPv6) with no host bits set; returns it in
@@ -928,49 +806,15 @@ pub fn parse_cidr(text: &str) -> Result<String, String> {
 // ---------------------------------------------------------------------------
 // TOML errors.
 
-/// 1-based line of byte `at`.
-fn line_of(src: &str, at: usize) -> usize {
-    src.as_bytes()[..at.min(src.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
-
 /// A toml error as `origin:line:key: message`.
 fn toml_error(src: &str, origin: &str, e: &toml::de::Error) -> ServiceCatalogError {
-    let span = e.span().unwrap_or(0..0);
-    let start = span.start.min(src.len());
-    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
-    let before = &src[line_start..start];
-    let message = e.message().trim().to_owned();
-    let key = if let Some((key, _)) = before.split_once('=') {
-        // The span is a value: its key is left of the `=`; an unknown field
-        // of an inline table is under it.
-        match backticked(&message) {
-            Some(field) if message.starts_with("unknown field") => {
-                format!("{}.{field}", key.trim())
-            }
-            _ => key.trim().to_owned(),
-        }
-    } else if let Some(named) = backticked(&message) {
-        // "unknown field `x`", "missing field `x`".
-        named.to_owned()
-    } else {
-        "service".to_owned()
-    };
+    let at = toml_errors::locate(src, e);
     ServiceCatalogError::Invalid {
         origin: origin.to_owned(),
-        line: line_of(src, start),
-        key,
-        message,
+        line: at.line,
+        key: at.key.unwrap_or_else(|| "service".to_owned()),
+        message: at.message,
     }
-}
-
-fn backticked(message: &str) -> Option<&str> {
-    let (_, rest) = message.split_once('`')?;
-    let (name, _) = rest.split_once('`')?;
-    Some(name)
 }
 
 // ---------------------------------------------------------------------------
@@ -1188,7 +1032,8 @@ pub fn plan_services_with(
             });
         }
         let segs = executor::format::service_path_segments(path);
-        if !entry.paths.iter().any(|p| segments_match(p, &segs)) {
+        let allowed = |p: &String| PathPattern::parse(p).is_ok_and(|p| p.matches_segments(&segs));
+        if !entry.paths.iter().any(allowed) {
             return Err(ServiceError::PathNotAllowed {
                 node: id,
                 service: service.clone(),

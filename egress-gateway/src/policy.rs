@@ -3,22 +3,22 @@
 //! per-request checks on method, path and headers.
 //!
 //! Path rules (the holder's path, relative to the connection's `base_path`):
-//! it starts with `/`; it has no fragment (`#`); every byte is an RFC 3986
-//! path character (`A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , ; = : @ /`) or a
-//! valid `%XX` escape; no escape decodes to `/`, `\`, a control character
-//! or NUL (an upstream that decodes them would see another path); no segment
-//! is `.` or `..`, spelled plainly or escaped. The query (after the first `?`)
-//! may hold the same characters plus `?`; it is passed on but never matched
-//! against the catalog. Then the path must match one of the catalog's
-//! patterns: a literal segment matches itself, `*` matches exactly one
-//! non-empty segment, and a trailing `/**` matches any rest (one or more
-//! further segments, possibly empty: `/files/**` matches `/files/` and
-//! `/files/a/b`, not `/files`).
+//! it starts with `/`; it has no fragment (`#`); every segment passes
+//! [`path::check_segment`] (RFC 3986 path characters and `%XX` escapes, none
+//! decoding to `/`, `\`, a control character or NUL: an upstream that
+//! decodes them would see another path); no segment is `.` or `..`, spelled
+//! plainly or escaped. The query (after the first `?`) passes
+//! [`path::check_query`]; it is passed on but never matched against the
+//! catalog. Then the path must match one of the catalog's patterns
+//! ([`PathPattern`]: a literal segment matches itself, `*` exactly one
+//! non-empty segment, a trailing `/**` one or more further segments, possibly
+//! empty: `/files/**` matches `/files/` and `/files/a/b`, not `/files`).
 
 use crate::cidr::Cidr;
 use crate::host::{parse_host, Host};
 use http::{HeaderName, HeaderValue};
-use proto::egress::{ConnectionConfig, EgressError, Limits, Method, Origin, Scheme};
+use proto::egress::path;
+use proto::egress::{ConnectionConfig, EgressError, Limits, Method, Origin, PathPattern, Scheme};
 
 /// Request headers a holder may set; any other name is refused.
 pub const REQUEST_HEADERS: [&str; 4] = ["content-type", "accept", "range", "if-range"];
@@ -70,138 +70,6 @@ fn invalid(id: &str, detail: impl Into<String>) -> ConfigError {
     }
 }
 
-/// One segment of a catalog path pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Lit(String),
-    One,
-}
-
-/// A catalog path pattern (`/items/*`, `/models/**`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    segs: Vec<Seg>,
-    rest: bool,
-}
-
-impl Pattern {
-    pub fn parse(p: &str) -> Result<Pattern, String> {
-        let body = p
-            .strip_prefix('/')
-            .ok_or_else(|| format!("path pattern '{p}' must start with '/'"))?;
-        let mut parts: Vec<&str> = body.split('/').collect();
-        let rest = parts.last() == Some(&"**");
-        if rest {
-            parts.pop();
-        }
-        let mut segs = Vec::new();
-        for s in parts {
-            match s {
-                "*" => segs.push(Seg::One),
-                "**" => {
-                    return Err(format!(
-                        "path pattern '{p}': '**' is only allowed as the last segment"
-                    ))
-                }
-                lit => {
-                    if lit.contains('*') {
-                        return Err(format!("path pattern '{p}': '*' must be a whole segment"));
-                    }
-                    check_segment(lit, false)
-                        .map_err(|_| format!("path pattern '{p}': invalid segment '{lit}'"))?;
-                    segs.push(Seg::Lit(lit.to_string()));
-                }
-            }
-        }
-        Ok(Pattern { segs, rest })
-    }
-
-    /// `path` starts with `/` and has no query.
-    pub fn matches(&self, path: &str) -> bool {
-        let Some(body) = path.strip_prefix('/') else {
-            return false;
-        };
-        let parts: Vec<&str> = body.split('/').collect();
-        if self.rest {
-            if parts.len() <= self.segs.len() {
-                return false;
-            }
-        } else if parts.len() != self.segs.len() {
-            return false;
-        }
-        self.segs.iter().zip(&parts).all(|(s, p)| match s {
-            Seg::Lit(l) => l == p,
-            Seg::One => !p.is_empty(),
-        })
-    }
-}
-
-fn is_pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Checks one path segment (or the query when `query`); returns it decoded.
-fn check_segment(s: &str, query: bool) -> Result<Vec<u8>, EgressError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'%' {
-            let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) else {
-                return Err(EgressError::BadRequest);
-            };
-            let d = h << 4 | l;
-            // Encoded separators and controls would let an upstream that
-            // decodes them see a different path than the one matched here.
-            if (!query && (d == b'/' || d == b'\\')) || d < 0x20 || d == 0x7f {
-                return Err(EgressError::BadRequest);
-            }
-            out.push(d);
-            i += 3;
-            continue;
-        }
-        let ok = is_pchar(c) || (query && (c == b'/' || c == b'?'));
-        if !ok {
-            return Err(EgressError::BadRequest);
-        }
-        out.push(c);
-        i += 1;
-    }
-    Ok(out)
-}
-
 /// Splits and checks a holder's `path[?query]`. `BadRequest` for anything
 /// malformed (see the module doc).
 pub fn check_path(path_q: &str) -> Result<(&str, Option<&str>), EgressError> {
@@ -216,13 +84,12 @@ pub fn check_path(path_q: &str) -> Result<(&str, Option<&str>), EgressError> {
         return Err(EgressError::BadRequest);
     };
     for seg in body.split('/') {
-        let decoded = check_segment(seg, false)?;
-        if decoded == b"." || decoded == b".." {
+        if path::check_segment(seg).is_err() || path::is_dot_segment(seg) {
             return Err(EgressError::BadRequest);
         }
     }
-    if let Some(q) = query {
-        check_segment(q, true)?;
+    if query.is_some_and(|q| path::check_query(q).is_err()) {
+        return Err(EgressError::BadRequest);
     }
     Ok((path, query))
 }
@@ -264,7 +131,7 @@ pub struct Conn {
     /// Empty, or `/x/y` (no trailing slash).
     pub base_path: String,
     pub methods: Vec<Method>,
-    pub patterns: Vec<Pattern>,
+    pub patterns: Vec<PathPattern>,
     /// Header name and `prefix + secret` (marked sensitive).
     pub auth: Option<(HeaderName, HeaderValue)>,
     pub allow: Vec<Cidr>,
@@ -307,9 +174,9 @@ impl Conn {
         let patterns = c
             .paths
             .iter()
-            .map(|p| Pattern::parse(p))
+            .map(|p| PathPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(id, e))?;
+            .map_err(|e| invalid(id, format!("path pattern {e}")))?;
         let allow = c
             .allow_cidrs
             .iter()
@@ -386,37 +253,6 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns() {
-        let one = Pattern::parse("/items/*").unwrap();
-        assert!(one.matches("/items/1"));
-        assert!(!one.matches("/items/"));
-        assert!(!one.matches("/items"));
-        assert!(!one.matches("/items/1/2"));
-        assert!(!one.matches("/Items/1"));
-        let mid = Pattern::parse("/a/*/c").unwrap();
-        assert!(mid.matches("/a/b/c"));
-        assert!(!mid.matches("/a//c"));
-        let rest = Pattern::parse("/models/**").unwrap();
-        assert!(rest.matches("/models/a"));
-        assert!(rest.matches("/models/a/b/c"));
-        assert!(rest.matches("/models/"));
-        assert!(!rest.matches("/models"));
-        assert!(!rest.matches("/modelsx/a"));
-        let all = Pattern::parse("/**").unwrap();
-        assert!(all.matches("/"));
-        assert!(all.matches("/x/y"));
-        let root = Pattern::parse("/").unwrap();
-        assert!(root.matches("/"));
-        assert!(!root.matches("/x"));
-        let lit = Pattern::parse("/v1/status").unwrap();
-        assert!(lit.matches("/v1/status"));
-        assert!(!lit.matches("/v1/status/"));
-        for bad in ["items", "/a/**/b", "/a*", "/a/b c"] {
-            assert!(Pattern::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn paths() {
@@ -525,6 +361,9 @@ mod tests {
     fn conn_validation() {
         let c = Conn::validate(&cfg()).unwrap();
         assert_eq!(c.base_path, "/v1");
+        assert!(c.path_allowed("/items/1"));
+        assert!(!c.path_allowed("/items/"));
+        assert!(!c.path_allowed("/items"));
         assert_eq!(c.host_header, "svc.test");
         let (n, v) = c.auth.unwrap();
         assert_eq!(n.as_str(), "authorization");
@@ -546,6 +385,12 @@ mod tests {
         let mut bad = cfg();
         bad.origin.host = "1.2.3.256".into();
         assert!(Conn::validate(&bad).is_err());
+        let mut bad = cfg();
+        bad.paths = vec!["/items/*".into(), "/a/**/b".into()];
+        assert_eq!(
+            Conn::validate(&bad).unwrap_err().to_string(),
+            "connection 'svc': path pattern \"/a/**/b\": '**' may only be the last segment: fix its catalog entry"
+        );
         let mut bad = cfg();
         bad.id = "Svc".into();
         assert!(Conn::validate(&bad).is_err());

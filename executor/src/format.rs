@@ -13,7 +13,7 @@
 //! node or edge instead.
 
 use crate::template::{is_ident, Part, Template, TemplateError};
-use proto::egress::Method;
+use proto::egress::{path, Method};
 use proto::flow::{Flow, FlowEdge, FlowNode, FlowNodeKind};
 use proto::msg::InferParams;
 use serde::Deserialize;
@@ -1199,41 +1199,10 @@ pub fn service_path_segments(path: &str) -> Vec<Option<&str>> {
         .collect()
 }
 
-/// Bytes allowed as they are in a path (and query) besides placeholders:
-/// RFC 3986 unreserved, sub-delims, `:`, `@`, `/`, `?` and `%` escapes.
+/// Bytes allowed as they are in a path (and query) besides `%` escapes:
+/// RFC 3986 pchars, `/`, `?` and the braces of placeholders.
 fn path_byte_ok(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-                | b'?'
-                | b'%'
-                | b'{'
-                | b'}'
-        )
-}
-
-/// A segment that means "this directory" or "its parent", also when
-/// written with `%2E`.
-fn is_dot_segment(seg: &str) -> bool {
-    let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-    decoded == "." || decoded == ".."
+    path::is_pchar(b) || matches!(b, b'/' | b'?' | b'{' | b'}')
 }
 
 /// The rules on a service node's `path`: absolute, short, placeholders as in
@@ -1302,7 +1271,7 @@ pub fn check_service_path(path: &str) -> Result<(), PathProblem> {
                 path: path.to_owned(),
             });
         }
-        if is_dot_segment(seg) {
+        if path::is_dot_segment(seg) {
             return Err(PathProblem::DotSegment {
                 path: path.to_owned(),
             });

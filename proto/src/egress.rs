@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::msg::CapId;
 
+pub mod path;
+pub use path::{PathPattern, PatternError};
+
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scheme {
@@ -174,7 +177,7 @@ pub struct ConnectionConfig {
     pub base_path: String,
     pub methods: Vec<Method>,
     /// Allowed request paths, relative to `base_path`: `/items/*` matches one
-    /// segment per `*`, a trailing `/**` matches any rest.
+    /// segment per `*`, a trailing `/**` matches any rest ([`PathPattern`]).
     pub paths: Vec<String>,
     pub auth: Option<Auth>,
     /// CIDRs this connection may reach even though the special-purpose

@@ -9,7 +9,8 @@
 //! - [`channel`]: typed request/response/stream channels with the version handshake
 //!   as the first frame.
 //! - [`fdpass`]: capability handles (socket ends) carried with `SCM_RIGHTS`.
-//! - [`egress`]: the egress gateway's grants, requests and decision records.
+//! - [`egress`]: the egress gateway's grants, requests and decision records,
+//!   and the path rules and patterns they name ([`egress::path`]).
 //! - [`fuzzing`]: the decode entry point shared by the fuzz target and the
 //!   corpus replay test.
 //!

@@ -10,6 +10,7 @@
 //! **Invariant:** no two entries share an `(id, version)` or a `sha256`: a file's
 //! digest names at most one model version.
 
+use crate::toml_errors::{self, line_of};
 use audit::{Digest, ModelId, Version};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -419,20 +420,10 @@ fn relative_path(p: &str) -> bool {
 
 /// A toml error as `origin:line:key: message`.
 fn toml_error(src: &str, origin: &str, e: &toml::de::Error) -> CatalogError {
-    let span = e.span().unwrap_or(0..0);
-    let start = span.start.min(src.len());
-    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
-    let before = &src[line_start..start];
-    let message = e.message().trim().to_owned();
-    let key = if let Some((key, _)) = before.split_once('=') {
-        // The span is a value: its key is left of the `=`.
-        key.trim().to_owned()
-    } else if let Some(named) = backticked(&message) {
-        // "unknown field `x`", "missing field `x`".
-        named.to_owned()
-    } else {
+    let at = toml_errors::locate(src, e);
+    let key = at.key.unwrap_or_else(|| {
         let text = src
-            .get(span.clone())
+            .get(at.span.clone())
             .unwrap_or("")
             .trim()
             .trim_matches(|c| c == '[' || c == ']');
@@ -441,28 +432,13 @@ fn toml_error(src: &str, origin: &str, e: &toml::de::Error) -> CatalogError {
         } else {
             "models".to_owned()
         }
-    };
+    });
     CatalogError::Invalid {
         origin: origin.to_owned(),
-        line: line_of(src, start),
+        line: at.line,
         key,
-        message,
+        message: at.message,
     }
-}
-
-fn backticked(message: &str) -> Option<&str> {
-    let (_, rest) = message.split_once('`')?;
-    let (name, _) = rest.split_once('`')?;
-    Some(name)
-}
-
-/// 1-based line of byte `at`.
-fn line_of(src: &str, at: usize) -> usize {
-    src.as_bytes()[..at.min(src.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
 }
 
 /// The line of `key = ...` in the `i`th `[[models.sources]]` table of the
@@ -646,6 +622,13 @@ sources = [{{ kind = "file", name = "m.gguf" }}]
                 .replace("name = \"m.gguf\"", "name = \"../m.gguf\""),
         );
         assert_eq!((line, key.as_str()), (12, "sources[0].name"));
+
+        // An unknown field of an inline table is named under its key.
+        let (line, key, msg) = invalid(
+            &entry_toml("m", "1.0.0", &sha, "")
+                .replace("name = \"m.gguf\"", "name = \"m.gguf\", mirror = \"x\""),
+        );
+        assert_eq!((line, key.as_str()), (12, "sources.mirror"), "{msg}");
 
         let (line, key, _) = invalid("[[modles]]\n");
         assert_eq!((line, key.as_str()), (1, "modles"));

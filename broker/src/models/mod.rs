@@ -10,6 +10,8 @@ pub mod catalog;
 mod gguf;
 pub mod hub;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError, Source};
 pub use gguf::{check_gguf_header, GgufError, GGUF_HEADER_LEN};

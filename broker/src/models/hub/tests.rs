@@ -1,82 +1,8 @@
 use super::*;
 use crate::models::catalog::Source;
-use audit::Digest;
+use crate::models::test_support::{catalog, catalog_toml, entry, fake_gguf, mode, sha, TempDir};
 use ed25519_dalek::Signer as _;
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A fresh directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "flow-hub-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&self.0.join("models")).unwrap()
-    }
-
-    fn partial(&self, stem: &str) -> PathBuf {
-        self.0.join("models/.partial").join(stem)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A small fake GGUF file: a v3 header, then bytes derived from `seed`.
-fn fake_gguf(seed: u8, len: usize) -> Vec<u8> {
-    let mut b = b"GGUF\x03\0\0\0".to_vec();
-    b.extend((0..len - 8).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
-    b
-}
-
-fn sha(bytes: &[u8]) -> Digest {
-    Digest(Sha256::digest(bytes).into())
-}
-
-fn entry(id: &str, version: &str, bytes: &[u8]) -> CatalogEntry {
-    CatalogEntry {
-        id: ModelId::parse(id).unwrap(),
-        version: Version::parse(version).unwrap(),
-        sha256: sha(bytes),
-        size: bytes.len() as u64,
-        context_length: 2048,
-        memory_floor_mb: 64,
-        chat_template: "chatml".into(),
-        description: "a fake model for tests".into(),
-        sources: vec![Source::File {
-            name: "m.gguf".into(),
-        }],
-    }
-}
-
-fn catalog_toml(entries: &[CatalogEntry]) -> String {
-    #[derive(serde::Serialize)]
-    struct File<'a> {
-        models: &'a [CatalogEntry],
-    }
-    toml::to_string(&File { models: entries }).unwrap()
-}
-
-fn catalog(entries: &[CatalogEntry]) -> Catalog {
-    Catalog::parse(&catalog_toml(entries), "test-catalog.toml").unwrap()
-}
 
 fn settings(signing_key: Option<[u8; 32]>) -> HubSettings {
     HubSettings {
@@ -243,10 +169,6 @@ fn assert_progress(seen: &[(u64, u64)], from: u64, total: u64) {
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().mode() & 0o777
-}
-
 #[tokio::test]
 async fn a_pull_verifies_and_stores_the_model() {
     let dir = TempDir::new("plain");
@@ -315,7 +237,7 @@ async fn an_interrupted_pull_keeps_the_partial_and_resumes_with_if_range() {
     let validator = dir.partial("m@1.0.0.validator");
     assert_eq!(std::fs::read_to_string(&validator).unwrap(), "\"v1\"");
     assert_eq!(mode(&validator), 0o600);
-    assert_eq!(mode(&dir.0.join("models/.partial")), 0o700);
+    assert_eq!(mode(&dir.join("models/.partial")), 0o700);
     assert!(store.get("m", None).is_none());
 
     let (r, seen) = pull_m(&mut hub, &store, &cat, &settings(None), Some("1.0.0")).await;

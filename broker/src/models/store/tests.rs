@@ -1,83 +1,11 @@
 use super::*;
-use crate::models::catalog::Source;
+use crate::models::test_support::{catalog, entry, fake_gguf, mode, sha, TempDir};
 use std::os::unix::fs::MetadataExt;
-
-/// A fresh directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "flow-models-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&self.join("models")).unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A small fake GGUF file: a v3 header, then bytes derived from `seed`.
-fn fake_gguf(seed: u8, len: usize) -> Vec<u8> {
-    let mut b = b"GGUF\x03\0\0\0".to_vec();
-    b.extend((0..len - 8).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
-    b
-}
-
-fn sha(bytes: &[u8]) -> Digest {
-    Digest(Sha256::digest(bytes).into())
-}
-
-fn entry(id: &str, version: &str, bytes: &[u8]) -> CatalogEntry {
-    CatalogEntry {
-        id: ModelId::parse(id).unwrap(),
-        version: Version::parse(version).unwrap(),
-        sha256: sha(bytes),
-        size: bytes.len() as u64,
-        context_length: 2048,
-        memory_floor_mb: 64,
-        chat_template: "chatml".into(),
-        description: "a fake model for tests".into(),
-        sources: vec![Source::File {
-            name: "m.gguf".into(),
-        }],
-    }
-}
-
-/// A catalog of `entries`, written as TOML and parsed like a real one.
-fn catalog(entries: &[CatalogEntry]) -> Catalog {
-    #[derive(serde::Serialize)]
-    struct File<'a> {
-        models: &'a [CatalogEntry],
-    }
-    let src = toml::to_string(&File { models: entries }).unwrap();
-    Catalog::parse(&src, "test-catalog.toml").unwrap()
-}
 
 fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().mode() & 0o777
 }
 
 /// Names in the store root other than model id directories.
