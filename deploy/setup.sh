@@ -35,6 +35,8 @@ $flow run examples/haiku.toml --input topic=rain
 echo "== status and capabilities"
 $flow status
 $flow caps
+echo "== egress (off by default: no gateway process, and why)"
+$flow policy show | head -3
 $flow down
 wait $broker || true
 trap - EXIT
