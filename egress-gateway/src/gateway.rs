@@ -37,7 +37,7 @@ use proto::ProtoError;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,29 +249,33 @@ impl Gateway {
             .as_ref()
             .and_then(|c| c.conns.get(&connection).cloned())
             .filter(|_| rights.connections.contains(&connection));
-        let mut rec = DecisionRecord {
-            cap: rights.cap,
-            connection: audit_text(&connection, 64),
-            host: conn
-                .as_ref()
-                .map(|c| c.origin.host.clone())
-                .unwrap_or_default(),
-            port: conn.as_ref().map(|c| c.origin.port).unwrap_or(0),
-            addr: None,
-            method,
-            // The path as sent upstream (base path included), so the record
-            // matches the upstream's own access log.
-            path: match &conn {
-                Some(c) => audit_path(&format!("{}{}", c.base_path, path)),
-                None => audit_path(&path),
+        let mut rec = Pending::new(
+            &self.boot,
+            started,
+            DecisionRecord {
+                cap: rights.cap,
+                connection: audit_text(&connection, 64),
+                host: conn
+                    .as_ref()
+                    .map(|c| c.origin.host.clone())
+                    .unwrap_or_default(),
+                port: conn.as_ref().map(|c| c.origin.port).unwrap_or(0),
+                addr: None,
+                method,
+                // The path as sent upstream (base path included), so the record
+                // matches the upstream's own access log.
+                path: match &conn {
+                    Some(c) => audit_path(&format!("{}{}", c.base_path, path)),
+                    None => audit_path(&path),
+                },
+                status: None,
+                bytes_out: 0,
+                bytes_in: 0,
+                duration_ms: 0,
+                decision: Decision::Allowed,
+                body_from_ai: rights.body_from_ai,
             },
-            status: None,
-            bytes_out: 0,
-            bytes_in: 0,
-            duration_ms: 0,
-            decision: Decision::Allowed,
-            body_from_ai: rights.body_from_ai,
-        };
+        );
         let outcome = match (config, conn) {
             (Some(config), Some(conn)) => {
                 let ask = Ask {
@@ -295,6 +299,7 @@ impl Gateway {
             }
             Err(Fail::Holder) => false,
         };
+        let mut rec = rec.finish();
         rec.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.report(rec).await;
         alive
@@ -546,6 +551,66 @@ pub fn audit_text(s: &str, max: usize) -> String {
         }
     }
     out
+}
+
+/// A decision record for a request in progress. If the request's task is
+/// dropped before it finishes (the broker revoked the capability mid-request,
+/// or the gateway is stopping), the record is still reported, as denied
+/// (`ConnectionNotGranted`: the grant was withdrawn), with a synchronous send
+/// on the bootstrap channel: every request that reached the gateway leaves a
+/// record.
+struct Pending<'a> {
+    boot: &'a AsyncFd<OwnedFd>,
+    started: Instant,
+    rec: DecisionRecord,
+    finished: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(boot: &'a AsyncFd<OwnedFd>, started: Instant, rec: DecisionRecord) -> Pending<'a> {
+        Pending {
+            boot,
+            started,
+            rec,
+            finished: false,
+        }
+    }
+
+    /// The finished record, for the caller to report.
+    fn finish(mut self) -> DecisionRecord {
+        self.finished = true;
+        self.rec.clone()
+    }
+}
+
+impl std::ops::Deref for Pending<'_> {
+    type Target = DecisionRecord;
+    fn deref(&self) -> &DecisionRecord {
+        &self.rec
+    }
+}
+
+impl std::ops::DerefMut for Pending<'_> {
+    fn deref_mut(&mut self) -> &mut DecisionRecord {
+        &mut self.rec
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut rec = self.rec.clone();
+        rec.decision = Decision::Denied(EgressError::ConnectionNotGranted);
+        rec.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let msg = ChildMsg::EgressDecision(rec);
+        if let Err(e) = proto::fdpass::send_msg_with_fds(self.boot.get_ref().as_fd(), &msg, &[]) {
+            eprintln!(
+                "flow-egress-gateway: cannot report an interrupted request to the broker: {e}"
+            );
+        }
+    }
 }
 
 /// The path for the audit record: without query or fragment, escaped.

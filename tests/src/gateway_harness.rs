@@ -254,6 +254,14 @@ impl Gateway {
         }
     }
 
+    /// Sends one request frame and returns without waiting for the answer
+    /// (for tests that act while the request is in flight).
+    pub fn send_request(&self, client: &mut Client, req: &EgressRequest) {
+        self.rt
+            .block_on(client.chan.send(req))
+            .expect("send the request");
+    }
+
     pub fn revoke(&self, cap: CapId) {
         self.send(&BrokerMsg::Revoke(cap));
     }

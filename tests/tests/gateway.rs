@@ -1037,3 +1037,90 @@ fn revoked_capability_is_closed() {
     let mut c2 = gw.grant(&["svc"], false);
     assert_eq!(get(&gw, &mut c2, "svc", "/items/1").unwrap().0, 200);
 }
+
+/// A loopback "upstream" that answers every connection with `bytes` and
+/// closes: not HTTP at all, or HTTP broken in a chosen way.
+fn raw_upstream(bytes: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(bytes);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_malformed_upstream_response_is_refused_and_the_gateway_goes_on() {
+    let dns = Dns::start();
+    dns.script("svc.test", &[&["127.0.0.1"]]);
+    for garbage in [
+        &b"SSH-2.0-OpenSSH_9.2\r\n"[..],
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        b"\x00\xff\x00\xff",
+    ] {
+        let port = raw_upstream(garbage);
+        let (gw, mut c) = svc_gateway(&dns, port);
+        let d = assert_denied(
+            &gw,
+            &mut c,
+            "svc",
+            "/items/1",
+            EgressError::BadUpstreamResponse,
+        );
+        // A broken body after a good head keeps the status it had.
+        assert!(matches!(d.status, None | Some(200)), "{garbage:?}: {d:?}");
+        // The same capability still serves the next request.
+        assert_eq!(
+            refused(get(&gw, &mut c, "svc", "/items/2")),
+            EgressError::BadUpstreamResponse
+        );
+    }
+}
+
+#[test]
+fn a_request_in_flight_when_its_capability_is_revoked_is_still_recorded() {
+    let dns = Dns::start();
+    dns.script("svc.test", &[&["127.0.0.1"]]);
+    let up = Upstream::fixed(Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::ok(b"late")
+    });
+    let (mut gw, mut c) = svc_gateway(&dns, up.port());
+    // Send the request without waiting for its answer, then revoke.
+    let req = proto::egress::EgressRequest::Http {
+        id: 1,
+        connection: "svc".into(),
+        method: Method::Get,
+        path: "/items/1".into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    gw.send_request(&mut c, &req);
+    // Until the upstream has the request, nothing is in flight.
+    for _ in 0..100 {
+        if !up.seen().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(up.seen().len(), 1);
+    gw.revoke(c.cap);
+    let d = decision(&gw);
+    assert_eq!(
+        (d.cap, d.connection.as_str(), d.path.as_str(), d.addr),
+        (c.cap, "svc", "/items/1", Some(lo()))
+    );
+    assert_eq!(
+        d.decision,
+        Decision::Denied(EgressError::ConnectionNotGranted)
+    );
+    assert!(gw.alive());
+}
