@@ -309,33 +309,25 @@ fn a_locked_policy_wins_over_every_source_and_each_attempt_is_audited() {
     assert!(text(&out).contains("services.enabled"), "{}", text(&out));
 
     // A flow file's [settings].
-    let flow = env.root.join("sneaky.toml");
-    std::fs::write(
-        &flow,
+    run_refused(
+        &env,
+        "sneaky",
         "name = \"sneaky\"\n[settings]\n\"hub.url\" = \"http://127.0.0.1:9\"\n\
          [[nodes]]\nid = \"a\"\nkind = \"input\"\ndefault = \"x\"\n\
          [[nodes]]\nid = \"out\"\nkind = \"output\"\n\
          [[edges]]\nfrom = \"a\"\nto = \"out\"\n",
-    )
-    .unwrap();
-    let out = env.flow(&["run", flow.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("hub.url"), "{}", text(&out));
-
+        &["hub.url"],
+    );
     // A flow with a service node fails validation naming the policy key.
-    let service = env.root.join("service.toml");
-    std::fs::write(
-        &service,
+    run_refused(
+        &env,
+        "svc",
         "name = \"svc\"\n[[nodes]]\nid = \"call\"\nkind = \"service\"\n\
          service = \"tickets\"\nmethod = \"GET\"\npath = \"/tickets\"\n\
          [[nodes]]\nid = \"out\"\nkind = \"output\"\n\
          [[edges]]\nfrom = \"call\"\nto = \"out\"\n",
-    )
-    .unwrap();
-    let out = env.flow(&["run", service.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("services.enabled"), "{}", text(&out));
-    assert!(text(&out).contains("locked"), "{}", text(&out));
+        &["services.enabled", "locked"],
+    );
 
     let refused = audit_events(&env, "setting-refused");
     for (key, source) in [
@@ -349,6 +341,17 @@ fn a_locked_policy_wins_over_every_source_and_each_attempt_is_audited() {
             refused.contains(&serde_json::json!({"key": key, "source": source})),
             "no refusal of {key} from {source}: {refused:?}"
         );
+    }
+}
+
+/// Write flow `name` and run it: it must fail, naming each of `needles`.
+fn run_refused(env: &Env, name: &str, toml: &str, needles: &[&str]) {
+    let flow = env.root.join(format!("{name}.toml"));
+    std::fs::write(&flow, toml).unwrap();
+    let out = env.flow(&["run", flow.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    for n in needles {
+        assert!(text(&out).contains(n), "no {n:?} in: {}", text(&out));
     }
 }
 
